@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# PyTorch is only needed to export the embedding backbone to ONNX.
+TORCH ?= torch==2.13.0
+
+.PHONY: install build demo serve test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[export,local,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+build: install
+	$(BIN)/model-selector build
+
+demo: install
+	$(BIN)/model-selector demo
+
+serve: build
+	$(BIN)/model-selector serve
+
+test: build
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) model_repository/*/1/*.onnx* model_repository/*/1/tokenizer.json \
+	       model_repository/decision/1/router.yaml model_repository/decision/1/selectors.json \
+	       model_repository/manifest.json

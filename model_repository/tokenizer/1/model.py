@@ -1,0 +1,45 @@
+"""Triton python model: query strings -> input_ids, attention_mask.
+
+Each request's rows are padded to one length rounded up to a bucket (parameter `bucket`),
+so that requests of similar length reach `text_embedding` with equal shapes and batch.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from model_selector.tokenization import TextTokenizer
+
+
+def decode(value) -> str:
+    if isinstance(value, bytes):
+        # Invalid UTF-8 is replaced, not refused: the query is still routed.
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config["parameters"].items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.tokenizer = TextTokenizer(
+            version_dir / params["tokenizer_file"], pad_id=int(params["pad_id"]), bucket=int(params["bucket"])
+        )
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                queries = pb_utils.get_input_tensor_by_name(request, "query").as_numpy()
+                input_ids, attention_mask = self.tokenizer.encode([decode(q) for q in queries.reshape(-1)])
+                responses.append(pb_utils.InferenceResponse([
+                    pb_utils.Tensor("input_ids", input_ids),
+                    pb_utils.Tensor("attention_mask", attention_mask),
+                ]))
+            except Exception as err:  # one bad request must not fail the others
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"tokenizer: {err}", pb_utils.TritonError.INVALID_ARG)))
+        return responses

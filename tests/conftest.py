@@ -1,0 +1,41 @@
+"""Shared fixtures: the built default repository and a real local tritonserver serving it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from model_selector.build import BuildOptions, build
+from model_selector.data import PROJECT_ROOT
+
+REPOSITORY = PROJECT_ROOT / "model_repository"
+CONFIG = PROJECT_ROOT / "configs" / "router.yaml"
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def built_repository() -> Path:
+    """The default MiniLM repository (`make build`); built here when missing or stale."""
+    build(BuildOptions(config=CONFIG, repository=REPOSITORY))
+    return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def server(built_repository):
+    from model_selector.serve import LocalTritonServer
+
+    grpc_port, http_port, metrics_port = free_ports(3)
+    with LocalTritonServer(built_repository, grpc_port=grpc_port, http_port=http_port,
+                           metrics_port=metrics_port) as running:
+        yield running

@@ -1,0 +1,89 @@
+"""Config validation: every mistake is refused with one message naming the file, the decision and the fix."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from model_selector.config import ConfigError, load_config, parse_config
+
+from .conftest import CONFIG
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "router.yaml")
+    return str(info.value)
+
+
+def test_shipped_config_is_valid():
+    config = load_config(CONFIG)
+    assert len(config.decisions) == 8
+    assert len(config.models) == 10
+    assert {d.algorithm.type for d in config.decisions} == {"knn", "kmeans", "svm"}
+
+
+def test_misspelt_domain_names_the_closest_valid_one(raw):
+    raw["decisions"][1]["rules"]["conditions"][0]["name"] = "computer_science"
+    message = _error(raw)
+    assert message.startswith("router.yaml: decision 'code_decision':")
+    assert "unknown domain 'computer_science'" in message
+    assert "did you mean 'computer science'?" in message
+
+
+def test_model_ref_missing_from_catalog(raw):
+    raw["decisions"][0]["modelRefs"] = [{"model": "gpt-5-ultra"}, {"model": "mathstral-7B"}]
+    message = _error(raw)
+    assert "decision 'math_decision'" in message and "'gpt-5-ultra' is not in the model catalog" in message
+
+
+def test_duplicate_decision_name(raw):
+    raw["decisions"].append(copy.deepcopy(raw["decisions"][0]))
+    assert "decision 'math_decision': duplicate decision name" in _error(raw)
+
+
+def test_unknown_algorithm(raw):
+    raw["decisions"][2]["algorithm"] = {"type": "mlp"}
+    message = _error(raw)
+    assert "decision 'science_decision'" in message and "unknown algorithm 'mlp'" in message
+    assert "knn, kmeans, svm" in message
+
+
+@pytest.mark.parametrize("rules, expected", [
+    ({"operator": "XOR", "conditions": [{"type": "domain", "name": "math"}]}, "malformed decision"),
+    ({"conditions": [{"type": "domain", "name": "math"}]}, "malformed decision"),
+    ({"operator": "AND", "conditions": []}, "malformed decision"),
+    ({"operator": "AND", "conditions": [{"type": "keyword", "name": "math"}]}, "malformed decision"),
+    ({"operator": "NOT", "conditions": [{"type": "domain", "name": "math"}, {"type": "domain", "name": "law"}]},
+     "a NOT rule takes exactly one condition"),
+])
+def test_malformed_rule(raw, rules, expected):
+    raw["decisions"][0]["rules"] = rules
+    message = _error(raw)
+    assert "decision 'math_decision'" in message and expected in message
+
+
+def test_default_model_must_be_in_catalog(raw):
+    raw["default_model"] = "gpt-3"
+    assert "default_model: 'gpt-3' is not in the model catalog" in _error(raw)
+
+
+def test_per_decision_k_must_match_the_shared_knn(raw):
+    raw["decisions"][0]["algorithm"] = {"type": "knn", "knn": {"k": 3}}
+    assert "model_selection.knn" in _error(raw)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decisions: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)

@@ -1,0 +1,81 @@
+"""The model repository: every ONNX model's config.pbtxt matches its model.onnx, configs parse, the ensemble is wired."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from model_selector import repository as repo
+from model_selector.repository import read_config
+
+ONNX_TYPES = {onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.INT64: mc.TYPE_INT64}
+
+
+def _dims(value_info) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("name", repo.ONNX_MODELS)
+def test_onnx_config_matches_model(built_repository, name):
+    config = read_config(built_repository / name / "config.pbtxt")
+    model = onnx.load(str(built_repository / name / "1" / "model.onnx"), load_external_data=False)
+    assert config.backend == "onnxruntime" and config.max_batch_size > 0
+    assert config.HasField("dynamic_batching")
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    for declared, actual in ((config.input, model.graph.input), (config.output, model.graph.output)):
+        assert [t.name for t in declared] == [t.name for t in actual]
+        for tensor, info in zip(declared, actual):
+            assert tensor.data_type == ONNX_TYPES[info.type.tensor_type.elem_type], tensor.name
+            assert list(tensor.dims) == _dims(info)[1:], tensor.name  # batch dimension is implicit
+
+
+def test_every_config_parses_and_python_models_are_present(built_repository):
+    names = sorted(p.parent.name for p in built_repository.glob("*/config.pbtxt"))
+    assert names == sorted([repo.ENSEMBLE, *repo.PYTHON_MODELS, *repo.ONNX_MODELS])
+    for name in names:
+        config = read_config(built_repository / name / "config.pbtxt")
+        assert config.name == name and config.max_batch_size > 0
+    for name in repo.PYTHON_MODELS:
+        assert (built_repository / name / "1" / "model.py").is_file()
+
+
+def test_ensemble_contract_and_wiring(built_repository):
+    ensemble = read_config(built_repository / repo.ENSEMBLE / "config.pbtxt")
+    assert ensemble.platform == "ensemble"
+    assert [(t.name, t.data_type, list(t.dims)) for t in ensemble.input] == [("query", mc.TYPE_STRING, [1])]
+    assert [(t.name, t.data_type, list(t.dims)) for t in ensemble.output] == [
+        ("selected_model", mc.TYPE_STRING, [1]), ("decision", mc.TYPE_STRING, [1]),
+        ("domain", mc.TYPE_STRING, [1]), ("domain_confidence", mc.TYPE_FP32, [1]),
+        ("algorithm", mc.TYPE_STRING, [1]), ("confidence", mc.TYPE_FP32, [1])]
+    available = {"query"}
+    for step in ensemble.ensemble_scheduling.step:
+        model = read_config(built_repository / step.model_name / "config.pbtxt")
+        assert set(step.input_map) == {t.name for t in model.input}, step.model_name
+        assert set(step.input_map.values()) <= available, step.model_name
+        assert set(step.output_map) <= {t.name for t in model.output}, step.model_name
+        assert model.max_batch_size >= ensemble.max_batch_size
+        available |= set(step.output_map.values())
+    assert {t.name for t in ensemble.output} <= available
+
+
+def test_manifest_records_the_build(built_repository):
+    manifest = json.loads((built_repository / "manifest.json").read_text())
+    assert manifest["backbone"]["name"] == "minilm" and manifest["backbone"]["embedding_dim"] == 384
+    assert len(manifest["models"]) == 10 and len(manifest["data"]["sha256"]) == 64
+    assert {"onnxruntime", "scikit-learn", "numpy"} <= set(manifest["libraries"])
+    assert manifest["metrics"]["domain_accuracy_heldout"] > 0.75
+
+
+def test_python_models_import_only_what_the_serving_image_installs():
+    """docker/requirements.txt has numpy, tokenizers, pyyaml and pydantic: nothing heavier may be imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import model_selector.config, model_selector.decision_engine, model_selector.contract, "
+            "model_selector.tokenization; heavy = {'tritonclient', 'sklearn', 'torch', 'onnx', 'onnxruntime', "
+            "'transformers'} & set(sys.modules); print(sorted(heavy)); sys.exit(bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

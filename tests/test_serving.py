@@ -1,0 +1,79 @@
+"""The ensemble over gRPC on a live local tritonserver, and the `route` command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from model_selector.client import RouterClient, RouterUnavailable, route
+from model_selector.config import load_config
+from model_selector.data import load_mmlu_pro
+
+from .conftest import CONFIG, free_ports
+
+SEED_QUERY = "Calculate the derivative of sin(x) * cos(x)"
+HEADERS = ["x-vsr-selected-model", "x-vsr-selected-decision", "x-vsr-selected-category",
+           "x-vsr-selected-algorithm", "x-vsr-selected-confidence", "x-selected-model"]
+
+
+def test_route_returns_every_header(server):
+    config = load_config(CONFIG)
+    headers = route(SEED_QUERY, server.grpc_url)
+    assert list(headers) == HEADERS
+    assert headers["x-vsr-selected-model"] in config.model_names
+    assert headers["x-selected-model"] == headers["x-vsr-selected-model"]
+    assert headers["x-vsr-selected-decision"] in {d.name for d in config.decisions} | {""}
+    assert headers["x-vsr-selected-algorithm"] in {"knn", "kmeans", "svm", "single", "default"}
+    assert re.fullmatch(r"[01]\.\d{4}", headers["x-vsr-selected-confidence"])
+
+
+def _mixed_length_queries() -> list[str]:
+    bench = load_mmlu_pro(load_config(CONFIG).model_names)
+    by_length = sorted(bench.queries, key=len)
+    long_ones = [by_length[int(i)] for i in np.linspace(0, len(by_length) - 1, 10)]
+    return [SEED_QUERY, "hi", "", "How do I create a for loop in JavaScript?",
+            "What were the main causes of World War I?", "日本の首都はどこですか？ 🚀"] + long_ones
+
+
+def test_query_alone_equals_query_in_a_batch_of_16(server):
+    queries = _mixed_length_queries()
+    assert len(queries) == 16 and len({len(q) for q in queries}) >= 12
+    with RouterClient(server.grpc_url) as client:
+        batched = client.select(queries)
+        alone = [client.select([q])[0] for q in queries]
+    for query, b, a in zip(queries, batched, alone):
+        assert (b.selected_model, b.decision, b.domain, b.algorithm) == \
+               (a.selected_model, a.decision, a.domain, a.algorithm), query[:60]
+        assert b.confidence == pytest.approx(a.confidence, abs=1e-4)
+        assert b.domain_confidence == pytest.approx(a.domain_confidence, abs=1e-4)
+
+
+def test_routes_are_counted_in_metrics(server):
+    route(SEED_QUERY, server.grpc_url)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    assert re.search(r'^model_selector_routes_total\{.*model="[^"]+".*\} [1-9]', body, re.M)
+
+
+def test_route_command_prints_headers(server):
+    out = subprocess.run([sys.executable, "-m", "model_selector.cli", "route", SEED_QUERY, "--url", server.grpc_url],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == HEADERS
+    as_json = subprocess.run([sys.executable, "-m", "model_selector.cli", "route", SEED_QUERY, "--url",
+                              server.grpc_url, "--json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(as_json)["x-vsr-selected-model"] == lines[0].split(": ")[1]
+
+
+def test_route_with_no_server_says_so():
+    (port,) = free_ports(1)
+    with pytest.raises(RouterUnavailable, match="not reachable.*model-selector serve"):
+        route(SEED_QUERY, f"127.0.0.1:{port}")
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "route", SEED_QUERY, "--url",
+                             f"127.0.0.1:{port}"], capture_output=True, text=True)
+    assert result.returncode == 2 and "not reachable" in result.stderr

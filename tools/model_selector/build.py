@@ -1,0 +1,149 @@
+"""`model-selector build`: export the backbone, embed the training data through it, train,
+convert to ONNX and write the whole model repository with its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import repository as repo
+from .config import RouterConfig, load_config
+from .data import DEFAULT_DATA_DIR, data_files, file_checksum, load_mmlu_pro, split_train_test
+
+log = logging.getLogger(__name__)
+
+BUILD_FORMAT = 1
+LIBRARIES = ("model-selector", "numpy", "onnx", "onnxruntime", "scikit-learn", "tokenizers", "torch", "transformers")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    embedding: str = "minilm"
+    config: Path = Path("configs/router.yaml")
+    repository: Path = Path("model_repository")
+    data_dir: Path = DEFAULT_DATA_DIR
+    device: str = "gpu"
+    cache_dir: Path | None = None
+    force: bool = False
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
+                              "version": _versions()["model-selector"]}).encode())
+    digest.update(file_checksum(Path(options.config), *data_files(options.data_dir)).encode())
+    for name in ("config.json", "tokenizer.json"):
+        digest.update((backbone_source / name).read_bytes())
+    for code in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(code.read_bytes())
+    return digest.hexdigest()
+
+
+def _save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+
+
+def build(options: BuildOptions) -> dict:
+    """Build the repository; returns the manifest. Skips the work when nothing changed."""
+    from .embed import OnnxEmbedder
+    from .export import export_onnx, resolve_backbone, write_tokenizer
+    from .train import (fit_model_svms, svm_selector_from, train_domain_classifier, train_kmeans, train_knn)
+
+    config: RouterConfig = load_config(options.config)
+    repository = Path(options.repository)
+    backbone = resolve_backbone(options.embedding)
+    fingerprint = _inputs_fingerprint(options, backbone.source)
+    manifest_path = repository / "manifest.json"
+    if not options.force and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("inputs_fingerprint") == fingerprint and all(
+            (repository / name / "1" / "model.onnx").is_file() for name in repo.ONNX_MODELS
+        ):
+            log.info("%s is up to date (same backbone, config, data and code); use --force to rebuild", repository)
+            return manifest
+    started = time.monotonic()
+    models = config.model_names
+
+    embedding_path = repository / repo.EMBEDDING / repo.VERSION / "model.onnx"
+    tokenizer_path = repository / repo.TOKENIZER / repo.VERSION / "tokenizer.json"
+    dim = export_onnx(backbone, embedding_path)
+    write_tokenizer(backbone, tokenizer_path)
+
+    bench = load_mmlu_pro(models, options.data_dir)
+    train, test = split_train_test(bench)
+    log.info("data: %d questions, %d for training, %d held out", len(bench), len(train), len(test))
+    embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
+    train_queries = embedder.embed(train.queries, options.cache_dir, description="train queries")
+    train_questions = embedder.embed(train.questions, options.cache_dir, description="train questions")
+    test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
+
+    # The classifier sees question-plus-options and question-only text: users type the latter.
+    labels = train.category_ids()
+    classifier = train_domain_classifier(np.vstack([train_queries, train_questions]), np.concatenate([labels, labels]))
+    domain_accuracy = float((classifier.predict(test_queries).argmax(axis=1) == test.category_ids()).mean())
+    log.info("domain classifier: %.4f accuracy on %d held-out queries", domain_accuracy, len(test))
+
+    complete = train.complete_rows()
+    x, quality = train_queries[complete], train.performance[complete]
+    settings = config.model_selection
+    knn = train_knn(x, quality, settings.knn)
+    kmeans = train_kmeans(x, quality, settings.kmeans)
+    svm = svm_selector_from(fit_model_svms(x, quality, settings.svm, models), settings.svm.gamma, dim)
+
+    _save_onnx(classifier.to_onnx(), repository / repo.CLASSIFIER / repo.VERSION / "model.onnx")
+    for algorithm, selector in (("knn", knn), ("kmeans", kmeans), ("svm", svm)):
+        _save_onnx(selector.to_onnx(), repository / repo.SELECTORS[algorithm] / repo.VERSION / "model.onnx")
+    repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device))
+
+    decision_dir = repository / repo.DECISION / repo.VERSION
+    shutil.copyfile(options.config, decision_dir / "router.yaml")
+    expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
+    (decision_dir / "selectors.json").write_text(json.dumps(
+        {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
+
+    test_complete = test.complete_rows()
+    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), "n_train": len(train),
+               "n_train_complete": int(complete.sum()), "n_heldout": len(test)}
+    for algorithm, selector in (("knn", knn), ("kmeans", kmeans), ("svm", svm)):
+        chosen = selector.predict(test_queries[test_complete]).argmax(axis=1)
+        picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
+        metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
+    manifest = {
+        "format": BUILD_FORMAT,
+        "backbone": {"name": backbone.name, "pooling": backbone.pooling, "max_length": backbone.max_length,
+                     "embedding_dim": dim, "pad_id": backbone.pad_id},
+        "models": models,
+        "device": options.device,
+        "data": {"files": [p.name for p in data_files(options.data_dir)],
+                 "sha256": file_checksum(*data_files(options.data_dir)),
+                 "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200"},
+        "selectors": settings.model_dump(),
+        "metrics": metrics,
+        "libraries": _versions(),
+        "build_seconds": round(time.monotonic() - started, 1),
+        "inputs_fingerprint": fingerprint,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    log.info("built %s in %.0f s: %s", repository, manifest["build_seconds"], metrics)
+    return manifest

@@ -1,0 +1,151 @@
+"""The `model-selector` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("model_selector")
+
+DEMO_QUERIES = [
+    "Calculate the derivative of sin(x) * cos(x)",
+    "How do I create a for loop in JavaScript?",
+    "What must a plaintiff prove to win a negligence lawsuit?",
+    "What are the early symptoms of type 2 diabetes and how is it treated?",
+    "Explain how a rise in interest rates affects bond prices.",
+    "What were the main causes of World War I?",
+]
+
+
+def _build_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedding", default="minilm",
+                        help="backbone: minilm (offline default), qwen3-0.6b (Hugging Face hub) or a model directory")
+    parser.add_argument("--config", type=Path, default=Path("configs/router.yaml"), help="router configuration")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write")
+    parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu",
+                        help="instance kind of the ONNX models in the production configs (local serving always uses CPU)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/model-selector)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build
+
+    manifest = build(BuildOptions(embedding=args.embedding, config=args.config, repository=args.repository,
+                                  device=args.device, cache_dir=args.cache_dir, force=args.force))
+    print(json.dumps({"repository": str(args.repository), "backbone": manifest["backbone"]["name"],
+                      "metrics": manifest["metrics"]}, indent=1))
+    return 0
+
+
+def _server(args: argparse.Namespace):
+    from .serve import LocalTritonServer
+
+    return LocalTritonServer(args.repository, args.host, args.grpc_port, args.http_port, args.metrics_port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = _server(args)
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.start()
+        print(f"model-selector serving {args.repository}: gRPC {args.host}:{args.grpc_port}, "
+              f"HTTP {args.host}:{args.http_port}, metrics http://{args.host}:{args.metrics_port}/metrics "
+              f"(log: {server.log_file}). Ctrl-C stops.", flush=True)
+        server.process.wait()
+        log.error("tritonserver exited with code %s; see %s", server.process.returncode, server.log_file)
+        return 1
+    except KeyboardInterrupt:
+        log.info("stopping")
+        return 0
+    finally:
+        server.stop()
+
+
+def _print_headers(query: str, headers: dict[str, str]) -> None:
+    print(f"query: {query}")
+    for key, value in headers.items():
+        if key.startswith("x-vsr-"):
+            print(f"  {key}: {value}")
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from .client import route
+
+    headers = route(args.query, args.url)
+    if args.json:
+        print(json.dumps(headers, indent=1))
+    else:
+        for key, value in headers.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build
+    from .client import RouterClient
+
+    build(BuildOptions(config=args.config, repository=args.repository))
+    with _server(args) as server, RouterClient(server.grpc_url) as client:
+        for query, selection in zip(DEMO_QUERIES, client.select(DEMO_QUERIES)):
+            _print_headers(query, selection.headers())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="model-selector", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="export the backbone, train the selectors, write the model repository")
+    _build_args(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("serve", help="serve the repository with a local tritonserver (CPU)")
+    _serve_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("route", help="route one query; prints the x-vsr-* headers")
+    p.add_argument("query")
+    p.add_argument("--url", default="localhost:8001", help="Triton gRPC address")
+    p.add_argument("--json", action="store_true", help="print the headers as JSON")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("demo", help="build if needed, serve, route example queries, stop")
+    p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))
+    _serve_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .client import RouterUnavailable
+    from .config import ConfigError
+    from .data import DataError
+    from .serve import ServeError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ServeError, RouterUnavailable, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

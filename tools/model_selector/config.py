@@ -1,0 +1,221 @@
+"""The router configuration (`configs/router.yaml`): model catalog, decisions, selector settings.
+
+The decision schema is the reference's (vLLM Semantic Router): each decision has a
+priority, a rule tree of `type: domain` conditions, an algorithm and `modelRefs`.
+Every problem is reported as one `ConfigError` naming the file, the decision and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DOMAINS: tuple[str, ...] = (
+    "biology", "business", "chemistry", "computer science", "economics", "engineering",
+    "health", "history", "law", "math", "other", "philosophy", "physics", "psychology",
+)
+ALGORITHMS: tuple[str, ...] = ("knn", "kmeans", "svm")
+OPERATORS: tuple[str, ...] = ("AND", "OR", "NOT")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with where it is and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CatalogModel(_Strict):
+    name: str = Field(min_length=1)
+    price_per_million_output_tokens: float = Field(ge=0)
+
+
+class KnnSettings(_Strict):
+    k: int = Field(default=10, ge=1, le=256)
+
+
+class KmeansSettings(_Strict):
+    n_clusters: int = Field(default=16, ge=2, le=4096)
+    top_k: int = Field(default=3, ge=1)
+    temperature: float = Field(default=9.0, gt=0)
+    seed: int = 42
+
+
+class SvmSettings(_Strict):
+    C: float = Field(default=1.0, gt=0)
+    gamma: float = Field(default=1.0, gt=0)
+    max_train: int = Field(default=3000, ge=50)
+    seed: int = 42
+
+
+class SelectorSettings(_Strict):
+    knn: KnnSettings = KnnSettings()
+    kmeans: KmeansSettings = KmeansSettings()
+    svm: SvmSettings = SvmSettings()
+
+
+class DomainCondition(_Strict):
+    type: Literal["domain"]
+    name: str
+
+
+class RuleNode(_Strict):
+    operator: Literal["AND", "OR", "NOT"]
+    conditions: list[Union[DomainCondition, "RuleNode"]] = Field(min_length=1)
+
+
+RuleNode.model_rebuild()
+
+
+class Algorithm(BaseModel):
+    # Per-algorithm blocks (`knn: {k: 5}`) are accepted for compatibility with the
+    # reference's schema; their values must agree with `model_selection`.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class ModelRef(_Strict):
+    model: str
+
+
+class Decision(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    priority: int = 0
+    rules: RuleNode
+    algorithm: Algorithm
+    modelRefs: list[ModelRef] = Field(min_length=1)
+    cost_weight: float | None = Field(default=None, ge=0)
+
+    @property
+    def candidates(self) -> list[str]:
+        return [ref.model for ref in self.modelRefs]
+
+
+class RouterConfig(_Strict):
+    models: list[CatalogModel] = Field(min_length=1)
+    default_model: str
+    domain_threshold: float = Field(default=0.5, ge=0, le=1)
+    cost_weight: float = Field(default=0.0, ge=0)
+    model_selection: SelectorSettings = SelectorSettings()
+    decisions: list[Decision] = Field(default_factory=list)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def price(self, model: str) -> float:
+        return next(m.price_per_million_output_tokens for m in self.models if m.name == model)
+
+    def decision_cost_weight(self, decision: Decision) -> float:
+        return self.cost_weight if decision.cost_weight is None else decision.cost_weight
+
+
+def _describe_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "top level"
+    return f"{where}: {first['msg']}"
+
+
+def _closest(name: str, choices: tuple[str, ...] | list[str]) -> str:
+    normalised = name.replace("_", " ").replace("-", " ").strip().lower()
+    if normalised in choices:
+        return normalised
+    match = difflib.get_close_matches(normalised, choices, n=1, cutoff=0.0)
+    return match[0] if match else choices[0]
+
+
+def _check_rule(node: RuleNode, fail: Any) -> None:
+    if node.operator == "NOT" and len(node.conditions) != 1:
+        fail(f"a NOT rule takes exactly one condition, got {len(node.conditions)}; "
+             "wrap several in an AND or OR node")
+    for child in node.conditions:
+        if isinstance(child, RuleNode):
+            _check_rule(child, fail)
+        elif child.name not in DOMAINS:
+            fail(f"unknown domain {child.name!r}; did you mean {_closest(child.name, DOMAINS)!r}? "
+                 f"Valid domains: {', '.join(DOMAINS)}")
+
+
+def _check_decision(raw: Any, index: int, config: dict[str, Any], catalog: list[str], fail_at: Any) -> None:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    label = f"decision {name!r}" if name else f"decisions[{index}]"
+
+    def fail(message: str) -> None:
+        fail_at(label, message)
+
+    if not isinstance(raw, dict):
+        fail("each decision must be a mapping with name, priority, rules, algorithm and modelRefs")
+    algo = raw.get("algorithm")
+    algo_type = algo.get("type") if isinstance(algo, dict) else None
+    if algo_type is not None and algo_type not in ALGORITHMS:
+        fail(f"unknown algorithm {algo_type!r}; use one of {', '.join(ALGORITHMS)}")
+    try:
+        decision = Decision.model_validate(raw)
+    except ValidationError as err:
+        fail(f"malformed decision ({_describe_validation_error(err)}); a rule is "
+             "{operator: AND|OR|NOT, conditions: [{type: domain, name: <domain>} | <rule>]}")
+    _check_rule(decision.rules, fail)
+    for model in decision.candidates:
+        if model not in catalog:
+            fail(f"modelRef {model!r} is not in the model catalog (`models`); add it there or use "
+                 f"one of: {', '.join(catalog)}")
+    if len(set(decision.candidates)) != len(decision.candidates):
+        fail("modelRefs lists a model twice; list each candidate once")
+    block = algo.get(decision.algorithm.type) if isinstance(algo, dict) else None
+    if decision.algorithm.type == "knn" and isinstance(block, dict) and "k" in block:
+        k = (config.get("model_selection") or {}).get("knn", {}).get("k", KnnSettings().k)
+        if block["k"] != k:
+            fail(f"algorithm.knn.k = {block['k']} differs from model_selection.knn.k = {k}; the KNN "
+                 "selector is built once for all decisions: set k in model_selection.knn")
+
+
+def parse_config(data: Any, source: str = "<config>") -> RouterConfig:
+    """Validate a parsed YAML document; raise ConfigError with one clear message."""
+
+    def fail_at(where: str, message: str) -> None:
+        raise ConfigError(f"{source}: {where}: {message}")
+
+    if not isinstance(data, dict):
+        fail_at("top level", "expected a mapping with `models`, `default_model` and `decisions`")
+    body = {k: v for k, v in data.items() if k != "decisions"}
+    try:
+        RouterConfig.model_validate({**body, "decisions": []})
+    except ValidationError as err:
+        fail_at("top level", _describe_validation_error(err))
+    catalog = [m["name"] for m in data["models"]]
+    if len(set(catalog)) != len(catalog):
+        dup = next(n for n in catalog if catalog.count(n) > 1)
+        fail_at("models", f"model {dup!r} is listed twice in the catalog; keep one entry")
+    if data["default_model"] not in catalog:
+        fail_at("default_model", f"{data['default_model']!r} is not in the model catalog (`models`)")
+    decisions = data.get("decisions") or []
+    if not isinstance(decisions, list):
+        fail_at("decisions", "must be a list of decisions")
+    seen: set[str] = set()
+    for index, raw in enumerate(decisions):
+        _check_decision(raw, index, data, catalog, fail_at)
+        if raw["name"] in seen:
+            fail_at(f"decision {raw['name']!r}", "duplicate decision name; give every decision a unique name")
+        seen.add(raw["name"])
+    return RouterConfig.model_validate(data)
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; pass --config with the path of your router.yaml") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    return parse_config(data, str(path))

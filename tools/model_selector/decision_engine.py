@@ -1,0 +1,96 @@
+"""Decision semantics: match a decision from domain probabilities, then pick its model.
+
+Matching follows the reference: a `domain` condition matches when that domain's
+probability reaches the threshold; AND needs every child (confidence = mean), OR any
+(confidence = max of the matching children), NOT its single child to fail. Among matched
+decisions the highest priority wins, then the higher confidence, then the name.
+
+Selection is ours: the selector's per-model predicted quality, restricted to the
+decision's candidates, minus `cost_weight` x the model's expected cost (USD per 1,000
+queries); ties go to the cheaper model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DOMAINS, Decision, DomainCondition, RouterConfig, RuleNode
+
+
+@dataclass(frozen=True)
+class Route:
+    selected_model: str
+    decision: str
+    domain: str
+    domain_confidence: float
+    algorithm: str
+    confidence: float
+
+
+def evaluate_rule(node: RuleNode | DomainCondition, probs: dict[str, float], threshold: float) -> tuple[bool, float]:
+    """Whether a rule matches, and its confidence."""
+    if isinstance(node, DomainCondition):
+        p = probs[node.name]
+        return p >= threshold, p
+    results = [evaluate_rule(child, probs, threshold) for child in node.conditions]
+    if node.operator == "AND":
+        return all(m for m, _ in results), float(np.mean([c for _, c in results]))
+    if node.operator == "OR":
+        matched = [c for m, c in results if m]
+        return bool(matched), max(matched) if matched else max(c for _, c in results)
+    matched, conf = results[0]  # NOT
+    return not matched, 1.0 - conf
+
+
+class DecisionEngine:
+    def __init__(self, config: RouterConfig, model_names: list[str], expected_cost_per_1k: dict[str, float]):
+        missing = [m for m in config.model_names if m not in model_names]
+        if missing:
+            raise ValueError(f"the selectors were not trained for catalog model(s) {missing}; rebuild the repository")
+        self.config = config
+        self.model_names = list(model_names)
+        self._index = {m: i for i, m in enumerate(self.model_names)}
+        # Columns outside the catalog are never candidates (validation), so their cost is moot.
+        self.cost = np.array([expected_cost_per_1k.get(m, 0.0) for m in self.model_names], dtype=np.float64)
+        # Highest priority first, then name: the order in which ties are broken.
+        self._decisions = sorted(config.decisions, key=lambda d: (-d.priority, d.name))
+
+    def match(self, domain_probs: np.ndarray) -> tuple[Decision | None, float]:
+        probs = {name: float(p) for name, p in zip(DOMAINS, domain_probs)}
+        best: tuple[Decision, float] | None = None
+        for decision in self._decisions:
+            matched, conf = evaluate_rule(decision.rules, probs, self.config.domain_threshold)
+            if not matched:
+                continue
+            if best is None or (decision.priority == best[0].priority and conf > best[1]):
+                best = (decision, conf)
+        return (best[0], best[1]) if best else (None, 0.0)
+
+    def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float) -> str:
+        """The best candidate by quality - cost_weight x cost; ties to the cheaper, then by name."""
+        idx = np.array([self._index[m] for m in candidates])
+        utility = quality[idx].astype(np.float64) - cost_weight * self.cost[idx]
+        order = np.lexsort((np.array(candidates), self.cost[idx], -np.round(utility, 9)))
+        return candidates[int(order[0])]
+
+    def route(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray]) -> Route:
+        """Route one query from its domain probabilities [14] and each selector's scores [M]."""
+        top = int(np.argmax(domain_probs))
+        domain, domain_conf = DOMAINS[top], float(domain_probs[top])
+        decision, confidence = self.match(domain_probs)
+        if decision is None:
+            return Route(self.config.default_model, "", domain, domain_conf, "default", 0.0)
+        candidates = decision.candidates
+        if len(candidates) == 1:
+            return Route(candidates[0], decision.name, domain, domain_conf, "single", confidence)
+        algorithm = decision.algorithm.type
+        model = self.choose(scores[algorithm], candidates, self.config.decision_cost_weight(decision))
+        return Route(model, decision.name, domain, domain_conf, algorithm, confidence)
+
+
+def expected_cost_per_1k(config: RouterConfig, expected_output_tokens: dict[str, float]) -> dict[str, float]:
+    """USD per 1,000 queries: catalog price per million output tokens x typical output tokens."""
+    return {m.name: m.price_per_million_output_tokens * expected_output_tokens[m.name] / 1000.0
+            for m in config.models}

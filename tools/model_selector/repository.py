@@ -1,0 +1,136 @@
+"""The Triton model repository layout and every `config.pbtxt`, written as ModelConfig protobufs.
+
+```
+model_selector/     ensemble: query -> the six outputs
+tokenizer/          python: query -> input_ids, attention_mask (padded to a bucket)
+text_embedding/     onnxruntime: input_ids, attention_mask -> embedding (pooled, L2-normalised)
+domain_classifier/  onnxruntime: embedding -> domain_probs [14]
+knn_selector/       onnxruntime: embedding -> scores [M] (predicted quality per catalog model)
+kmeans_selector/    onnxruntime: embedding -> scores [M]
+svm_selector/       onnxruntime: embedding -> scores [M]
+decision/           python: domain_probs + scores -> selected_model, decision, ... (router.yaml)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, SELECTOR_ALGORITHMS, STRING_OUTPUTS
+
+TOKENIZER = "tokenizer"
+EMBEDDING = "text_embedding"
+CLASSIFIER = "domain_classifier"
+SELECTORS = {algorithm: f"{algorithm}_selector" for algorithm in SELECTOR_ALGORITHMS}
+DECISION = "decision"
+ONNX_MODELS = (EMBEDDING, CLASSIFIER, *SELECTORS.values())
+PYTHON_MODELS = (TOKENIZER, DECISION)
+MAX_BATCH_SIZE = 64
+SELECTOR_MAX_BATCH_SIZE = 256
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RepositoryShape:
+    embedding_dim: int
+    num_models: int
+    pad_id: int
+    device: str = "gpu"  # instance kind of the ONNX models in production: "gpu" | "cpu"
+
+
+def _tensor(container, name: str, dtype: int, dims: list[int]) -> None:
+    container.add(name=name, data_type=dtype, dims=dims)
+
+
+def _batching(config: mc.ModelConfig, delay_us: int) -> None:
+    config.dynamic_batching.max_queue_delay_microseconds = delay_us
+
+
+def _onnx_config(name: str, shape: RepositoryShape, max_batch: int) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, backend="onnxruntime", max_batch_size=max_batch)
+    kind = mc.ModelInstanceGroup.KIND_GPU if shape.device == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=1)
+    return config
+
+
+def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
+    configs: dict[str, mc.ModelConfig] = {}
+
+    tok = mc.ModelConfig(name=TOKENIZER, backend="python", max_batch_size=MAX_BATCH_SIZE)
+    _tensor(tok.input, "query", mc.TYPE_STRING, [1])
+    _tensor(tok.output, "input_ids", mc.TYPE_INT64, [-1])
+    _tensor(tok.output, "attention_mask", mc.TYPE_INT64, [-1])
+    tok.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    _batching(tok, 500)
+    tok.parameters["tokenizer_file"].string_value = "tokenizer.json"
+    tok.parameters["pad_id"].string_value = str(shape.pad_id)
+    tok.parameters["bucket"].string_value = "16"
+    configs[TOKENIZER] = tok
+
+    emb = _onnx_config(EMBEDDING, shape, MAX_BATCH_SIZE)
+    _tensor(emb.input, "input_ids", mc.TYPE_INT64, [-1])
+    _tensor(emb.input, "attention_mask", mc.TYPE_INT64, [-1])
+    _tensor(emb.output, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
+    _batching(emb, 2000)
+    configs[EMBEDDING] = emb
+
+    clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE)
+    _tensor(clf.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
+    _tensor(clf.output, "domain_probs", mc.TYPE_FP32, [14])
+    _batching(clf, 100)
+    configs[CLASSIFIER] = clf
+
+    for model_name in SELECTORS.values():
+        sel = _onnx_config(model_name, shape, SELECTOR_MAX_BATCH_SIZE)
+        _tensor(sel.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
+        _tensor(sel.output, "scores", mc.TYPE_FP32, [shape.num_models])
+        _batching(sel, 100)
+        configs[model_name] = sel
+
+    dec = mc.ModelConfig(name=DECISION, backend="python", max_batch_size=MAX_BATCH_SIZE)
+    _tensor(dec.input, "domain_probs", mc.TYPE_FP32, [14])
+    for algorithm in SELECTORS:
+        _tensor(dec.input, f"{algorithm}_scores", mc.TYPE_FP32, [shape.num_models])
+    for name in ENSEMBLE_OUTPUTS:
+        _tensor(dec.output, name, mc.TYPE_STRING if name in STRING_OUTPUTS else mc.TYPE_FP32, [1])
+    dec.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    _batching(dec, 100)
+    dec.parameters["router_config"].string_value = "router.yaml"
+    dec.parameters["selectors"].string_value = "selectors.json"
+    configs[DECISION] = dec
+
+    ens = mc.ModelConfig(name=ENSEMBLE, platform="ensemble", max_batch_size=MAX_BATCH_SIZE)
+    _tensor(ens.input, "query", mc.TYPE_STRING, [1])
+    for name in ENSEMBLE_OUTPUTS:
+        _tensor(ens.output, name, mc.TYPE_STRING if name in STRING_OUTPUTS else mc.TYPE_FP32, [1])
+    steps = ens.ensemble_scheduling.step
+
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+        s = steps.add(model_name=model, model_version=-1)
+        s.input_map.update(inputs)
+        s.output_map.update(outputs)
+
+    step(TOKENIZER, {"query": "query"}, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"})
+    step(EMBEDDING, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"}, {"embedding": "_embedding"})
+    step(CLASSIFIER, {"embedding": "_embedding"}, {"domain_probs": "_domain_probs"})
+    for algorithm, model_name in SELECTORS.items():
+        step(model_name, {"embedding": "_embedding"}, {"scores": f"_{algorithm}_scores"})
+    step(DECISION,
+         {"domain_probs": "_domain_probs", **{f"{a}_scores": f"_{a}_scores" for a in SELECTORS}},
+         {name: name for name in ENSEMBLE_OUTPUTS})
+    configs[ENSEMBLE] = ens
+    return configs
+
+
+def write_configs(repository: Path, shape: RepositoryShape) -> None:
+    for name, config in model_configs(shape).items():
+        (repository / name / VERSION).mkdir(parents=True, exist_ok=True)
+        (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())

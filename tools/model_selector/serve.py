@@ -1,0 +1,246 @@
+"""Serve the repository locally with the real `tritonserver` of the nvidia-pytriton wheel.
+
+That binary has the Python backend but no onnxruntime backend, so serving works on a
+runtime copy of the repository in which each onnxruntime model is hosted by
+`local_onnx_model.py` (same names, dtypes, shapes and batching). The production
+repository itself is left untouched.
+
+The python backend stub embeds an isolated interpreter that ignores PYTHONPATH, so each
+python model in the runtime copy starts with a short header that puts this
+environment's site-packages on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+from google.protobuf import text_format
+
+from .repository import read_config
+
+log = logging.getLogger(__name__)
+
+SITE_PACKAGES_ENV = "MODEL_SELECTOR_SITE_PACKAGES"
+SYS_PATH_HEADER = f'''# Added by `model-selector serve`: the backend stub's embedded Python ignores PYTHONPATH.
+import os as _os, site as _site, sys as _sys
+_before = list(_sys.path)
+for _dir in _os.environ.get("{SITE_PACKAGES_ENV}", "").split(_os.pathsep):
+    if _dir:
+        _site.addsitedir(_dir)
+_sys.path[:] = [_p for _p in _sys.path if _p not in _before] + _before
+del _os, _site, _sys, _before
+'''
+
+
+class ServeError(RuntimeError):
+    """The server could not be started or did not become ready."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    server: Path
+    libs: Path
+    python_backend: Path
+    stub: Path
+
+
+def find_triton() -> TritonInstall:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServeError("tritonserver not found: install the local extra (pip install 'model-selector[local]', "
+                         "which brings the nvidia-pytriton wheel) or serve with the Docker image in docker/") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        server=root / "bin" / "tritonserver",
+        libs=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    )
+    for path in (install.server, install.python_backend / "libtriton_python.so", install.stub):
+        if not path.exists():
+            raise ServeError(f"{path} is missing: nvidia-pytriton ships no Triton python backend for Python {version}")
+    return install
+
+
+def check_built(repository: Path) -> None:
+    """Refuse a repository whose models lack their build outputs, naming the file and the fix."""
+    if not repository.is_dir():
+        raise ServeError(f"{repository}: no such model repository; run `model-selector build` first")
+    missing = []
+    for config_path in sorted(repository.glob("*/config.pbtxt")):
+        config = read_config(config_path)
+        version_dir = config_path.parent / "1"
+        if config.backend == "onnxruntime":
+            missing.append(version_dir / "model.onnx")
+        missing += [version_dir / p.string_value for key, p in config.parameters.items()
+                    if key in ("tokenizer_file", "router_config", "selectors")]
+    missing = [str(p) for p in missing if not p.is_file()]
+    if missing:
+        raise ServeError(f"missing build output(s): {', '.join(missing)}; run `model-selector build`")
+
+
+def _link_files(source: Path, target: Path, skip: set[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name not in skip and item.name != "__pycache__":
+            (target / item.name).symlink_to(item.resolve())
+
+
+def materialise(repository: Path, runtime: Path) -> Path:
+    """Write the local runtime copy of `repository` under `runtime`; returns the models directory."""
+    models = runtime / "models"
+    adapter = (Path(__file__).parent / "local_onnx_model.py").read_text()
+    for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
+        config = read_config(model_dir / "config.pbtxt")
+        target = models / model_dir.name
+        (target / "1").mkdir(parents=True)
+        if config.backend == "onnxruntime":
+            config.backend = "python"
+            config.ClearField("instance_group")
+            config.ClearField("optimization")
+            config.ClearField("model_warmup")
+            config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+            (target / "1" / "model.py").write_text(SYS_PATH_HEADER + adapter)
+            _link_files(model_dir / "1", target / "1", skip={"model.py"})
+        elif config.backend == "python":
+            (target / "1" / "model.py").write_text(SYS_PATH_HEADER + (model_dir / "1" / "model.py").read_text())
+            _link_files(model_dir / "1", target / "1", skip={"model.py"})
+        (target / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return models
+
+
+def _backend_dir(install: TritonInstall, runtime: Path) -> Path:
+    backends = runtime / "backends"
+    python = backends / "python"
+    python.mkdir(parents=True)
+    for item in install.python_backend.iterdir():
+        if item.is_file():
+            (python / item.name).symlink_to(item)
+    (python / "triton_python_backend_stub").symlink_to(install.stub)
+    return backends
+
+
+def _libpython_dirs() -> list[str]:
+    """Where the stub finds libpython3.X.so.1.0: this interpreter's own build if shared, else the system's."""
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and (Path(libdir) / name).exists():
+        return [libdir]
+    if ctypes.util.find_library(f"python{sys.version_info.major}.{sys.version_info.minor}"):
+        return []
+    raise ServeError(f"{name} not found: the Triton python backend stub needs a shared libpython. Install it "
+                     f"(Debian/Ubuntu: apt-get install libpython{sys.version_info.major}.{sys.version_info.minor}) "
+                     "or use a Python built with --enable-shared")
+
+
+def _environment(install: TritonInstall) -> dict[str, str]:
+    env = dict(os.environ)
+    lib_dirs = [str(install.libs), *_libpython_dirs()]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_dirs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
+    env[SITE_PACKAGES_ENV] = os.pathsep.join(site.getsitepackages())
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class LocalTritonServer:
+    """A tritonserver process over a runtime copy of the repository; a context manager."""
+
+    def __init__(self, repository: Path, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: int = 8000,
+                 metrics_port: int = 8002, log_file: Path | None = None):
+        self.repository = Path(repository)
+        self.host = host
+        self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
+        self.runtime = Path(tempfile.mkdtemp(prefix="model-selector-runtime-"))
+        self.log_file = log_file or self.runtime / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def start(self, timeout: float = 300.0) -> None:
+        check_built(self.repository)
+        install = find_triton()
+        models = materialise(self.repository, self.runtime)
+        command = [
+            str(install.server),
+            f"--model-repository={models}",
+            f"--backend-directory={_backend_dir(install, self.runtime)}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--model-control-mode=explicit", "--load-model=*",
+            "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
+            "--exit-on-error=true", "--log-verbose=0",
+        ]
+        log.info("starting tritonserver (log: %s)", self.log_file)
+        with open(self.log_file, "ab") as log_fh:
+            self.process = subprocess.Popen(command, env=_environment(install), stdout=log_fh,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout)
+
+    def _log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        interesting = [line for line in text if line.startswith(("E", "error", "W")) and "CudaDriver" not in line
+                       and "NVML" not in line and "DCGM" not in line]
+        return "\n".join((interesting or text)[-lines:])
+
+    def wait_ready(self, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServeError(f"tritonserver exited with code {self.process.returncode} before it was "
+                                     f"ready:\n{self._log_tail()}\n(full log: {self.log_file})")
+                try:
+                    if client.is_server_ready():
+                        log.info("tritonserver ready: gRPC %s, HTTP %s:%d, metrics %s:%d", self.grpc_url,
+                                 self.host, self.http_port, self.host, self.metrics_port)
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.5)
+        finally:
+            client.close()
+        self.stop()
+        raise ServeError(f"tritonserver not ready after {timeout:.0f} s:\n{self._log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.runtime / "models", ignore_errors=True)
+        shutil.rmtree(self.runtime / "backends", ignore_errors=True)
+
+    def __enter__(self) -> LocalTritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

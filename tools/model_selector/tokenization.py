@@ -1,0 +1,45 @@
+"""Text -> padded token tensors, shared by the `tokenizer` Triton model and in-process use.
+
+Rows are padded to a common length rounded up to a bucket (a multiple of `bucket`
+tokens), so that requests of similar length produce tensors of the same shape and the
+embedding model's dynamic batcher can merge them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+DEFAULT_BUCKET = 16
+
+
+class TextTokenizer:
+    def __init__(self, tokenizer_json: str | Path, pad_id: int, bucket: int = DEFAULT_BUCKET):
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.tokenizer.no_padding()
+        truncation = self.tokenizer.truncation
+        if not truncation:
+            raise ValueError(f"{tokenizer_json}: truncation is not set; rebuild the repository")
+        self.max_length = int(truncation["max_length"])
+        self.pad_id = pad_id
+        self.bucket = bucket
+
+    def padded_length(self, longest: int) -> int:
+        return min(max(self.bucket, -(-longest // self.bucket) * self.bucket), self.max_length)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """input_ids and attention_mask, both int64 [len(texts), padded length]."""
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        length = self.padded_length(max((len(e.ids) for e in encodings), default=1))
+        input_ids = np.full((len(texts), length), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(texts), length), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids = encoding.ids[:length]
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
