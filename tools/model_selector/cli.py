@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .data import DEFAULT_DATA_DIR
+
 log = logging.getLogger("model_selector")
 
 DEMO_QUERIES = [
@@ -97,6 +99,26 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .evaluate import evaluate, load_heldout, load_records, write_report
+
+    catalog = load_config(args.repository / "decision" / "1" / "router.yaml").model_names
+    if args.data.is_dir():
+        data = load_heldout(catalog, args.data)
+    else:
+        data = load_records(args.data, catalog)
+    report = evaluate(args.repository, data, args.url)
+    write_report(report, args.out, "model-selector " + " ".join(sys.argv[1:]))
+    best = report["baselines"]["best_single"]
+    configured = report["routers"]["configured"]
+    print(f"{report['n_queries']} queries: configured router quality {configured['quality']:.4f} at "
+          f"{configured['cost_per_1k']:.4f} USD/1k queries; best single ({best['model']}) "
+          f"{best['quality']:.4f} at {best['cost_per_1k']:.4f}; oracle {report['baselines']['oracle']['quality']:.4f}."
+          f" Report: {args.out / 'report.md'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .build import BuildOptions, build
     from .client import RouterClient
@@ -126,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default="localhost:8001", help="Triton gRPC address")
     p.add_argument("--json", action="store_true", help="print the headers as JSON")
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("evaluate", help="routing quality and cost on held-out data, with baselines and a plot")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="benchmark records (JSONL, one line per query x model) or the MMLU-Pro tables' directory "
+                        "(its held-out split; the default)")
+    p.add_argument("--url", default=None, help="route through the served ensemble at this gRPC address")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--out", type=Path, default=Path("reports/evaluation"))
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="build if needed, serve, route example queries, stop")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))

@@ -75,8 +75,12 @@ class DecisionEngine:
         order = np.lexsort((np.array(candidates), self.cost[idx], -np.round(utility, 9)))
         return candidates[int(order[0])]
 
-    def route(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray]) -> Route:
-        """Route one query from its domain probabilities [14] and each selector's scores [M]."""
+    def route(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray], algorithm: str | None = None,
+              cost_weight: float | None = None) -> Route:
+        """Route one query from its domain probabilities [14] and each selector's scores [M].
+
+        `algorithm` and `cost_weight` override every decision's own (for evaluation sweeps).
+        """
         top = int(np.argmax(domain_probs))
         domain, domain_conf = DOMAINS[top], float(domain_probs[top])
         decision, confidence = self.match(domain_probs)
@@ -85,10 +89,10 @@ class DecisionEngine:
         candidates = decision.candidates
         if len(candidates) == 1:
             return Route(candidates[0], decision.name, domain, domain_conf, "single", confidence)
-        algorithm = decision.algorithm.type
-        model = self.choose(scores[algorithm], candidates, self.config.decision_cost_weight(decision))
+        algorithm = algorithm or decision.algorithm.type
+        weight = self.config.decision_cost_weight(decision) if cost_weight is None else cost_weight
+        model = self.choose(scores[algorithm], candidates, weight)
         return Route(model, decision.name, domain, domain_conf, algorithm, confidence)
-
 
 def expected_cost_per_1k(config: RouterConfig, expected_output_tokens: dict[str, float]) -> dict[str, float]:
     """USD per 1,000 queries: catalog price per million output tokens x typical output tokens."""

@@ -1,0 +1,87 @@
+"""`model-selector evaluate`: record parsing with clear errors, and a report that compares against baselines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from model_selector.config import load_config
+from model_selector.data import DataError
+from model_selector.evaluate import COST_WEIGHTS, load_heldout, load_records
+
+from .conftest import CONFIG
+
+CATALOG = ["big", "small"]
+
+
+def _write(tmp_path, lines: list) -> str:
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def _record(query="What is 2+2?", model="big", performance=1.0, **extra):
+    return {"query": query, "model_name": model, "performance": performance, **extra}
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ("{not json", r"records.jsonl:2: not valid JSON"),
+    (_record(performance=1.5), r"records.jsonl:2: `performance` must be a number in \[0, 1\], got 1.5"),
+    ({"query": "q", "performance": 1.0}, r"records.jsonl:2: `model_name` must be a non-empty string"),
+    (_record(output_tokens=-3), r"records.jsonl:2: `output_tokens` must be a non-negative number"),
+])
+def test_malformed_lines_name_file_line_and_problem(tmp_path, bad_line, message):
+    path = _write(tmp_path, [_record(), bad_line])
+    with pytest.raises(DataError, match=message):
+        load_records(path, CATALOG)
+
+
+def test_queries_without_results_for_a_catalog_model_are_refused(tmp_path):
+    path = _write(tmp_path, [_record(), _record(model="small"), _record(query="only big")])
+    with pytest.raises(DataError, match="1 queries lack results.*'only big' has none for small"):
+        load_records(path, CATALOG)
+
+
+def test_records_are_grouped_per_query(tmp_path):
+    path = _write(tmp_path, [
+        _record(category="math", output_tokens=10), _record(model="small", performance=0.0, category="math"),
+        _record(query="q2", category="astrology"), _record(query="q2", model="small"),
+        _record(query="q2", model="not-in-catalog"),
+    ])
+    data = load_records(path, CATALOG)
+    assert data.queries == ["What is 2+2?", "q2"] and data.categories == ["math", "other"]
+    assert data.performance.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert data.output_tokens[0, 0] == 10
+
+
+def test_evaluate_through_the_served_ensemble(server, tmp_path):
+    catalog = load_config(CONFIG).model_names
+    heldout = load_heldout(catalog)
+    records = [
+        {"query": q, "category": c, "model_name": m, "performance": float(heldout.performance[i, j]),
+         "output_tokens": float(heldout.output_tokens[i, j])}
+        for i, (q, c) in enumerate(zip(heldout.queries[:48], heldout.categories[:48]))
+        for j, m in enumerate(catalog)
+    ]
+    path = _write(tmp_path, records)
+    out = tmp_path / "report"
+    subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--data", str(path), "--url",
+                    server.grpc_url, "--out", str(out)], check=True, capture_output=True, text=True)
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_queries"] == 48 and 0 <= report["domain_accuracy"] <= 1
+    # The served ensemble and the in-process graphs choose alike.
+    assert report["served_agreement"] == 1.0
+    baselines = report["baselines"]
+    assert set(baselines["single"]) == set(catalog)
+    assert baselines["best_single"]["quality"] == max(s["quality"] for s in baselines["single"].values())
+    assert baselines["oracle"]["quality"] >= baselines["best_single"]["quality"]
+    for name in ("configured", "knn", "kmeans", "svm"):
+        router = report["routers"][name]
+        assert set(router) == {"quality", "cost_per_1k", "distribution", "curve"}
+        assert sum(router["distribution"].values()) == 48
+        assert [p["cost_weight"] for p in router["curve"]] == COST_WEIGHTS
+    assert (out / "quality_vs_cost.png").stat().st_size > 10_000
+    assert "| **configured** |" in (out / "report.md").read_text()

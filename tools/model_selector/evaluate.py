@@ -1,0 +1,260 @@
+"""`model-selector evaluate`: routing quality and cost on held-out data, against the best
+single model and the per-query oracle.
+
+Quality = mean `performance` of the chosen model; cost = the chosen model's output
+tokens x its catalog price, in USD per 1,000 queries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from . import repository as repo
+from .config import DOMAINS, RouterConfig, load_config
+from .contract import SELECTOR_ALGORITHMS
+from .data import DEFAULT_DATA_DIR, DataError, load_mmlu_pro, split_train_test
+from .decision_engine import DecisionEngine, expected_cost_per_1k
+from .embed import OnnxEmbedder
+
+log = logging.getLogger(__name__)
+
+COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 1.0, 25)]
+
+
+@dataclass
+class EvalSet:
+    queries: list[str]
+    categories: list[str] | None  # None when the data has none
+    model_names: list[str]
+    performance: np.ndarray  # [N, M]
+    output_tokens: np.ndarray  # [N, M], nan where unknown
+
+
+def load_records(path: Path, catalog: list[str]) -> EvalSet:
+    """The reference's record format: one JSON line per query x model."""
+    by_query: dict[str, dict] = {}
+    unknown_models: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object with query, model_name and performance")
+            for key in ("query", "model_name"):
+                if not isinstance(record.get(key), str) or not record[key]:
+                    raise DataError(f"{where}: `{key}` must be a non-empty string")
+            perf = record.get("performance")
+            if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
+                raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
+            tokens = record.get("output_tokens")
+            if tokens is not None and (not isinstance(tokens, (int, float)) or tokens < 0):
+                raise DataError(f"{where}: `output_tokens` must be a non-negative number, got {tokens!r}")
+            category = record.get("category")
+            if category is not None and category not in DOMAINS:
+                category = "other"  # the reference's rule for unknown categories
+            if record["model_name"] not in catalog:
+                unknown_models.add(record["model_name"])
+                continue
+            entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
+            entry["results"][record["model_name"]] = (float(perf), math.nan if tokens is None else float(tokens))
+    if unknown_models:
+        log.warning("%s: ignoring records of models not in the catalog: %s", path, ", ".join(sorted(unknown_models)))
+    if not by_query:
+        raise DataError(f"{path}: no records for any catalog model ({', '.join(catalog)})")
+    incomplete = [(q, [m for m in catalog if m not in e["results"]]) for q, e in by_query.items()
+                  if len(e["results"]) < len(catalog)]
+    if incomplete:
+        query, missing = incomplete[0]
+        raise DataError(f"{path}: {len(incomplete)} queries lack results for some catalog models, e.g. "
+                        f"{query[:60]!r} has none for {', '.join(missing)}; add those records or remove the "
+                        "models from the catalog")
+    queries = list(by_query)
+    perf = np.array([[by_query[q]["results"][m][0] for m in catalog] for q in queries], dtype=np.float32)
+    tokens = np.array([[by_query[q]["results"][m][1] for m in catalog] for q in queries], dtype=np.float32)
+    categories = [by_query[q]["category"] for q in queries]
+    return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
+
+
+def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalSet:
+    """The shipped MMLU-Pro questions that `build` holds out, with every catalog model's result."""
+    _, test = split_train_test(load_mmlu_pro(catalog, data_dir))
+    test = test.subset(test.complete_rows())
+    return EvalSet(test.queries, test.categories, catalog, test.performance, test.output_tokens)
+
+
+class InProcessRouter:
+    """The repository's ONNX graphs and decision engine, run in this process."""
+
+    def __init__(self, repository: Path):
+        manifest = json.loads((repository / "manifest.json").read_text())
+        self.embedder = OnnxEmbedder(repository / repo.EMBEDDING / "1" / "model.onnx",
+                                     repository / repo.TOKENIZER / "1" / "tokenizer.json",
+                                     manifest["backbone"]["pad_id"])
+        self.sessions = {
+            name: ort.InferenceSession(str(repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+            for name in (repo.CLASSIFIER, *repo.SELECTORS.values())
+        }
+        decision_dir = repository / repo.DECISION / "1"
+        self.config: RouterConfig = load_config(decision_dir / "router.yaml")
+        selectors = json.loads((decision_dir / "selectors.json").read_text())
+        self.expected_tokens: dict[str, float] = selectors["expected_output_tokens"]
+        self.engine = DecisionEngine(self.config, selectors["models"],
+                                     expected_cost_per_1k(self.config, self.expected_tokens))
+
+    def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        embeddings = self.embedder.embed(queries, description="evaluation queries", batch_size=batch_size)
+        probs = self.sessions[repo.CLASSIFIER].run(None, {"embedding": embeddings})[0]
+        scores = {a: self.sessions[repo.SELECTORS[a]].run(None, {"embedding": embeddings})[0]
+                  for a in SELECTOR_ALGORITHMS}
+        return probs, scores
+
+
+def _summary(choices: list[str], data: EvalSet, cost: np.ndarray) -> dict:
+    index = [data.model_names.index(m) for m in choices]
+    rows = np.arange(len(choices))
+    return {
+        "quality": round(float(data.performance[rows, index].mean()), 4),
+        "cost_per_1k": round(float(cost[rows, index].mean()), 4),
+        "distribution": {m: choices.count(m) for m in sorted(set(choices), key=choices.index)},
+    }
+
+
+def _route_all(router: InProcessRouter, probs, scores, algorithm=None, cost_weight=None) -> list[str]:
+    return [router.engine.route(probs[i], {a: s[i] for a, s in scores.items()}, algorithm, cost_weight).selected_model
+            for i in range(len(probs))]
+
+
+def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int = 0) -> dict:
+    router = InProcessRouter(repository)
+    config = router.config
+    prices = np.array([config.price(m) for m in data.model_names])
+    expected = np.array([router.expected_tokens[m] for m in data.model_names])
+    tokens = np.where(np.isnan(data.output_tokens), expected[None, :], data.output_tokens)
+    cost = tokens * prices[None, :] / 1000.0  # USD per 1,000 queries
+    n = len(data.queries)
+
+    probs, scores = router.scores(data.queries)
+    report: dict = {"n_queries": n, "models": data.model_names, "cost_unit": "USD per 1,000 queries"}
+    if data.categories is not None:
+        truth = np.array([DOMAINS.index(c) for c in data.categories])
+        report["domain_accuracy"] = round(float((probs.argmax(axis=1) == truth).mean()), 4)
+
+    single = {m: {"quality": round(float(data.performance[:, j].mean()), 4),
+                  "cost_per_1k": round(float(cost[:, j].mean()), 4)} for j, m in enumerate(data.model_names)}
+    best = max(data.model_names, key=lambda m: (single[m]["quality"], -single[m]["cost_per_1k"]))
+    # Oracle: a model that got the query right, the cheapest such.
+    oracle_idx = np.lexsort((cost.T, -data.performance.T), axis=0)[0]
+    rng = np.random.default_rng(seed)
+    random_choice = [data.model_names[j] for j in rng.integers(0, len(data.model_names), n)]
+    report["baselines"] = {
+        "random": _summary(random_choice, data, cost),
+        "oracle": _summary([data.model_names[j] for j in oracle_idx], data, cost),
+        "best_single": {"model": best, **single[best]},
+        "single": single,
+    }
+
+    routers: dict = {}
+    in_process = _route_all(router, probs, scores)
+    configured_choices = in_process
+    if url is not None:
+        from .client import RouterClient
+
+        served: list[str] = []
+        with RouterClient(url) as client:
+            for start in tqdm(range(0, n, 32), desc="served routing", unit="batch"):
+                served += [s.selected_model for s in client.select(data.queries[start:start + 32])]
+        report["served_agreement"] = round(sum(a == b for a, b in zip(served, in_process)) / n, 4)
+        configured_choices = served
+    for name, algorithm in [("configured", None), *[(a, a) for a in SELECTOR_ALGORITHMS]]:
+        choices = configured_choices if name == "configured" else _route_all(router, probs, scores, algorithm)
+        curve = []
+        for weight in tqdm(COST_WEIGHTS, desc=f"{name} cost sweep", unit="weight", leave=False):
+            point = _summary(_route_all(router, probs, scores, algorithm, weight), data, cost)
+            curve.append({"cost_weight": weight, "quality": point["quality"], "cost_per_1k": point["cost_per_1k"]})
+        routers[name] = {**_summary(choices, data, cost), "curve": curve}
+    report["routers"] = routers
+    return report
+
+
+def _dominated(curve: list[dict], point: dict) -> bool:
+    return any(c["quality"] >= point["quality"] and c["cost_per_1k"] <= point["cost_per_1k"] for c in curve)
+
+
+def write_report(report: dict, out: Path, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**report, "command": command}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    best = report["baselines"]["best_single"]
+    lines = [
+        "# model-selector evaluation", "",
+        f"`{command}`", "",
+        f"{report['n_queries']} queries. Cost in {report['cost_unit']}. Ratios are against the best single "
+        f"model, {best['model']}.", "",
+    ]
+    if "domain_accuracy" in report:
+        lines += [f"Domain accuracy: {report['domain_accuracy']:.4f}", ""]
+    if "served_agreement" in report:
+        lines += [f"Served ensemble agrees with the in-process graphs on {report['served_agreement']:.2%} "
+                  "of choices.", ""]
+    lines += ["| router | quality | cost | quality / best | cost / best | singles dominated by its curve |",
+              "|---|---|---|---|---|---|"]
+
+    def row(name: str, entry: dict, curve: list[dict] | None) -> str:
+        dominated = "" if curve is None else str(sum(
+            _dominated(curve, s) for m, s in report["baselines"]["single"].items()))
+        return (f"| {name} | {entry['quality']:.4f} | {entry['cost_per_1k']:.4f} | "
+                f"{entry['quality'] / best['quality']:.3f} | {entry['cost_per_1k'] / best['cost_per_1k']:.3f} | "
+                f"{dominated} |")
+
+    for name, entry in report["routers"].items():
+        lines.append(row(f"**{name}**" if name == "configured" else name, entry, entry["curve"]))
+    for name in ("oracle", "random"):
+        lines.append(row(name, report["baselines"][name], None))
+    for model, entry in report["baselines"]["single"].items():
+        lines.append(row(model, entry, None))
+    lines += ["", "![quality vs cost](quality_vs_cost.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    plot(report, out / "quality_vs_cost.png")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for model, entry in report["baselines"]["single"].items():
+        ax.scatter(entry["cost_per_1k"], entry["quality"], color="grey", zorder=3)
+        ax.annotate(model, (entry["cost_per_1k"], entry["quality"]), fontsize=7, xytext=(4, -3),
+                    textcoords="offset points")
+    oracle = report["baselines"]["oracle"]
+    ax.scatter(oracle["cost_per_1k"], oracle["quality"], marker="*", s=150, color="gold", edgecolor="black",
+               label="oracle", zorder=4)
+    for name, entry in report["routers"].items():
+        curve = sorted(entry["curve"], key=lambda c: c["cost_per_1k"])
+        line, = ax.plot([c["cost_per_1k"] for c in curve], [c["quality"] for c in curve], marker=".",
+                        label=f"{name} (cost-weight sweep)", linewidth=2.5 if name == "configured" else 1.2)
+        ax.scatter(entry["cost_per_1k"], entry["quality"], color=line.get_color(), s=90, edgecolor="black", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"cost ({report['cost_unit']}, log scale)")
+    ax.set_ylabel("quality (mean correctness of the chosen model)")
+    ax.set_title(f"Routing on {report['n_queries']} held-out queries: big dots = as configured")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
