@@ -121,12 +121,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .build import BuildOptions, build
-    from .client import RouterClient
+    from .client import RouterClient, routing_headers
 
     build(BuildOptions(config=args.config, repository=args.repository))
     with _server(args) as server, RouterClient(server.grpc_url) as client:
         for query, selection in zip(DEMO_QUERIES, client.select(DEMO_QUERIES)):
-            _print_headers(query, selection.headers())
+            _print_headers(query, routing_headers(selection))
     return 0
 
 

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, STRING_OUTPUTS
+from .decision_engine import Route
 
 
 class RouterUnavailable(ConnectionError):
     """The Triton server cannot be reached or the ensemble is not ready."""
 
 
-@dataclass(frozen=True)
-class Selection:
-    selected_model: str
-    decision: str
-    domain: str
-    domain_confidence: float
-    algorithm: str
-    confidence: float
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "x-vsr-selected-model": self.selected_model,
-            "x-vsr-selected-decision": self.decision,
-            "x-vsr-selected-category": self.domain,
-            "x-vsr-selected-algorithm": self.algorithm,
-            "x-vsr-selected-confidence": f"{self.confidence:.4f}",
-            "x-selected-model": self.selected_model,
-        }
+def routing_headers(route: Route) -> dict[str, str]:
+    """The gateway's view of a route: the x-vsr-* response headers and the upstream `x-selected-model`."""
+    return {
+        "x-vsr-selected-model": route.selected_model,
+        "x-vsr-selected-decision": route.decision,
+        "x-vsr-selected-category": route.domain,
+        "x-vsr-selected-algorithm": route.algorithm,
+        "x-vsr-selected-confidence": f"{route.confidence:.4f}",
+        "x-selected-model": route.selected_model,
+    }
 
 
 class RouterClient:
@@ -50,7 +41,7 @@ class RouterClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def select(self, queries: list[str]) -> list[Selection]:
+    def select(self, queries: list[str]) -> list[Route]:
         """Route a batch of queries in one request."""
         data = np.array([q.encode("utf-8") for q in queries], dtype=np.object_).reshape(-1, 1)
         tensor = grpcclient.InferInput("query", list(data.shape), "BYTES")
@@ -67,10 +58,10 @@ class RouterClient:
         for name in ENSEMBLE_OUTPUTS:
             values = result.as_numpy(name).reshape(-1)
             columns[name] = [v.decode("utf-8") for v in values] if name in STRING_OUTPUTS else values.tolist()
-        return [Selection(*(columns[name][i] for name in ENSEMBLE_OUTPUTS)) for i in range(len(queries))]
+        return [Route(**{name: columns[name][i] for name in ENSEMBLE_OUTPUTS}) for i in range(len(queries))]
 
 
 def route(query: str, url: str = "localhost:8001") -> dict[str, str]:
     """The routing headers for one query."""
     with RouterClient(url) as client:
-        return client.select([query])[0].headers()
+        return routing_headers(client.select([query])[0])
