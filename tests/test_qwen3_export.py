@@ -58,7 +58,7 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
     configs = repo.model_configs(repo.RepositoryShape(dim, 1, backbone.pad_id))
     for name in (repo.TOKENIZER, repo.EMBEDDING):
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(configs[name]))
-    shutil.copy(repo_model_py(), repository / repo.TOKENIZER / "1" / "model.py")
+    repo.copy_python_models(repository, (repo.TOKENIZER,))
 
     # The reference: PyTorch on each text alone, tokenized by the same tokenizer.json, no padding.
     tokenizer = Tokenizer.from_file(str(repository / repo.TOKENIZER / "1" / "tokenizer.json"))
@@ -86,9 +86,3 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
     assert served.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(served, expected, atol=1e-4)
-
-
-def repo_model_py() -> Path:
-    from model_selector.data import PROJECT_ROOT
-
-    return PROJECT_ROOT / "model_repository" / repo.TOKENIZER / "1" / "model.py"

@@ -77,3 +77,14 @@ def test_route_with_no_server_says_so():
     result = subprocess.run([sys.executable, "-m", "model_selector.cli", "route", SEED_QUERY, "--url",
                              f"127.0.0.1:{port}"], capture_output=True, text=True)
     assert result.returncode == 2 and "not reachable" in result.stderr
+
+
+def test_serve_refuses_an_unbuilt_repository(tmp_path):
+    from model_selector.serve import LocalTritonServer, ServeError
+
+    with pytest.raises(ServeError, match="run `model-selector build`"):
+        LocalTritonServer(tmp_path / "nowhere").start()
+    (tmp_path / "repo" / "text_embedding").mkdir(parents=True)
+    (tmp_path / "repo" / "text_embedding" / "config.pbtxt").write_text('name: "text_embedding"\nbackend: "onnxruntime"\n')
+    with pytest.raises(ServeError, match=r"missing build output\(s\): .*text_embedding/1/model.onnx"):
+        LocalTritonServer(tmp_path / "repo").start()

@@ -118,6 +118,7 @@ def build(options: BuildOptions) -> dict:
     for algorithm, selector in (("knn", knn), ("kmeans", kmeans), ("svm", svm)):
         _save_onnx(selector.to_onnx(), repository / repo.SELECTORS[algorithm] / repo.VERSION / "model.onnx")
     repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device))
+    repo.copy_python_models(repository)
 
     decision_dir = repository / repo.DECISION / repo.VERSION
     shutil.copyfile(options.config, decision_dir / "router.yaml")

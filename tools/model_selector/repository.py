@@ -14,6 +14,7 @@ decision/           python: domain_probs + scores -> selected_model, decision, .
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ PYTHON_MODELS = (TOKENIZER, DECISION)
 MAX_BATCH_SIZE = 64
 SELECTOR_MAX_BATCH_SIZE = 256
 VERSION = "1"
+TEMPLATE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,16 @@ def write_configs(repository: Path, shape: RepositoryShape) -> None:
     for name, config in model_configs(shape).items():
         (repository / name / VERSION).mkdir(parents=True, exist_ok=True)
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def copy_python_models(repository: Path, names: tuple[str, ...] = PYTHON_MODELS) -> None:
+    """Put the python models' code (kept in the project's own model_repository/) into `repository`."""
+    for name in names:
+        source = TEMPLATE_REPOSITORY / name / VERSION / "model.py"
+        target = repository / name / VERSION / "model.py"
+        if not target.exists() or not target.samefile(source):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def read_config(path: Path) -> mc.ModelConfig:

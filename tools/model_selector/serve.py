@@ -87,6 +87,8 @@ def check_built(repository: Path) -> None:
         version_dir = config_path.parent / "1"
         if config.backend == "onnxruntime":
             missing.append(version_dir / "model.onnx")
+        elif config.backend == "python":
+            missing.append(version_dir / "model.py")
         missing += [version_dir / p.string_value for key, p in config.parameters.items()
                     if key in ("tokenizer_file", "router_config", "selectors")]
     missing = [str(p) for p in missing if not p.is_file()]
