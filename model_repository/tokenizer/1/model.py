@@ -7,7 +7,6 @@ so that requests of similar length reach `text_embedding` with equal shapes and 
 import json
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from model_selector.tokenization import TextTokenizer
