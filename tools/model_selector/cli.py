@@ -100,10 +100,11 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import repository as repo
     from .config import load_config
     from .evaluate import evaluate, load_heldout, load_records, write_report
 
-    catalog = load_config(args.repository / "decision" / "1" / "router.yaml").model_names
+    catalog = load_config(args.repository / repo.DECISION / repo.VERSION / "router.yaml").model_names
     if args.data.is_dir():
         data = load_heldout(catalog, args.data)
     else:
