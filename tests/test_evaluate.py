@@ -10,7 +10,8 @@ import pytest
 
 from model_selector.config import load_config
 from model_selector.data import DataError
-from model_selector.evaluate import COST_WEIGHTS, load_heldout, load_records
+from model_selector.data import load_records
+from model_selector.evaluate import COST_WEIGHTS, load_heldout
 
 from .conftest import CONFIG
 

@@ -66,7 +66,7 @@ def test_manifest_records_the_build(built_repository):
     assert manifest["backbone"]["name"] == "minilm" and manifest["backbone"]["embedding_dim"] == 384
     assert len(manifest["models"]) == 10 and len(manifest["data"]["sha256"]) == 64
     assert {"onnxruntime", "scikit-learn", "numpy"} <= set(manifest["libraries"])
-    assert manifest["metrics"]["domain_accuracy_heldout"] > 0.75
+    assert manifest["metrics"]["domain_accuracy_heldout"] >= 0.83  # the routing-quality target, MiniLM
 
 
 def test_python_models_import_only_what_the_serving_image_installs():

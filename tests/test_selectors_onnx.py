@@ -6,11 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from model_selector.config import KmeansSettings, KnnSettings, SvmSettings, load_config
+from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings, load_config
 from model_selector.data import load_mmlu_pro, split_train_test
 from model_selector.embed import OnnxEmbedder
-from model_selector.train import (fit_model_svms, svm_selector_from, train_domain_classifier, train_kmeans,
-                                  train_knn)
+from model_selector.train import (DomainPrior, domain_quality_table, fit_model_svms, svm_selector_from,
+                                  train_domain_classifier, train_kmeans, train_knn)
 
 from .conftest import CONFIG
 
@@ -24,53 +24,110 @@ def data(built_repository):
     embedder = OnnxEmbedder(built_repository / "text_embedding/1/model.onnx",
                             built_repository / "tokenizer/1/tokenizer.json", pad_id=0)
     # The build embedded these already: they come from the embedding cache.
-    return (embedder.embed(train.queries), train, embedder.embed(test.queries), test)
+    return embedder, embedder.embed(train.queries), train, embedder.embed(test.queries), test
 
 
-def run_onnx(model, x: np.ndarray) -> np.ndarray:
+@pytest.fixture(scope="module")
+def classifier(data):
+    embedder, x, train, _, _ = data
+    return train_domain_classifier(embedder.tokenizer.token_counts(train.queries), x, train.category_ids())
+
+
+@pytest.fixture(scope="module")
+def prior(data, classifier):
+    embedder, x, train, _, _ = data
+    probs = classifier.predict(*embedder.tokenizer.encode(train.queries), x)
+    return domain_quality_table(probs, train.performance)
+
+
+@pytest.fixture(scope="module")
+def test_probs(data):
+    rng = np.random.default_rng(0)
+    return rng.dirichlet(np.ones(len(DOMAINS)), size=len(data[3])).astype(np.float32)
+
+
+def run_onnx(model, **inputs: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"embedding": x})[0]
+    return session.run(None, inputs)[0]
 
 
-def test_knn_onnx_matches_numpy(data):
-    x, train, x_test, _ = data
-    knn = train_knn(x, train.performance, KnnSettings(k=10))
-    expected, got = knn.predict(x_test), run_onnx(knn.to_onnx(), x_test)
+def test_knn_onnx_matches_numpy(data, prior, test_probs):
+    _, x, train, x_test, _ = data
+    knn = train_knn(x, train.performance, KnnSettings(k=10, domain_prior_weight=0.5), prior)
+    expected = knn.predict(x_test, test_probs)
+    got = run_onnx(knn.to_onnx(), embedding=x_test, domain_probs=test_probs)
     assert got.shape == (len(x_test), len(train.model_names))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
-def test_knn_predicts_neighbour_quality():
+def test_knn_predicts_neighbour_quality_and_the_prior_pulls_it():
     keys = np.eye(4, dtype=np.float32)
     quality = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
-    knn = train_knn(keys, quality, KnnSettings(k=1))
-    np.testing.assert_allclose(run_onnx(knn.to_onnx(), keys[[1, 2]]), [[0, 1], [1, 1]])
+    table = np.zeros((len(DOMAINS), 2), dtype=np.float32)
+    table[0] = [0.0, 1.0]
+    probs = np.zeros((2, len(DOMAINS)), dtype=np.float32)
+    probs[:, 0] = 1.0
+    alone = train_knn(keys, quality, KnnSettings(k=1, domain_prior_weight=0.0), table)
+    np.testing.assert_allclose(run_onnx(alone.to_onnx(), embedding=keys[[1, 2]], domain_probs=probs), [[0, 1], [1, 1]])
+    blended = train_knn(keys, quality, KnnSettings(k=1, domain_prior_weight=0.25), table)
+    np.testing.assert_allclose(run_onnx(blended.to_onnx(), embedding=keys[[0]], domain_probs=probs[:1]),
+                               [[0.75, 0.25]])
 
 
-def test_kmeans_onnx_matches_numpy(data):
-    x, train, x_test, _ = data
-    kmeans = train_kmeans(x, train.performance, KmeansSettings(n_clusters=8))
-    expected, got = kmeans.predict(x_test), run_onnx(kmeans.to_onnx(), x_test)
+def test_kmeans_onnx_matches_numpy(data, prior, test_probs):
+    _, x, train, x_test, _ = data
+    kmeans = train_kmeans(x, train.performance, KmeansSettings(n_clusters=8), prior)
+    expected = kmeans.predict(x_test, test_probs)
+    got = run_onnx(kmeans.to_onnx(), embedding=x_test, domain_probs=test_probs)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
-def test_svm_onnx_matches_scikit_learn_probabilities(data):
-    x, train, x_test, _ = data
-    settings = SvmSettings(max_train=600)
+def test_svm_onnx_matches_scikit_learn_probabilities(data, prior, test_probs):
+    _, x, train, x_test, _ = data
+    settings = SvmSettings(max_train=600, domain_prior_weight=0.0)
     fitted = fit_model_svms(x, train.performance, settings, train.model_names)
-    svm = svm_selector_from(fitted, settings.gamma, x.shape[1])
+    svm = svm_selector_from(fitted, settings, x.shape[1], prior)
     expected = np.stack([f.predict_proba(x_test)[:, 1] for f in fitted], axis=1)
-    got = run_onnx(svm.to_onnx(), x_test)
+    got = run_onnx(svm.to_onnx(), embedding=x_test, domain_probs=test_probs)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    blended = svm_selector_from(fitted, settings.model_copy(update={"domain_prior_weight": 0.6}), x.shape[1], prior)
+    np.testing.assert_allclose(run_onnx(blended.to_onnx(), embedding=x_test, domain_probs=test_probs),
+                               DomainPrior(prior, 0.6).blend(expected, test_probs), atol=1e-4)
 
 
-def test_domain_classifier_onnx_matches_numpy(data):
-    x, train, x_test, test = data
-    classifier = train_domain_classifier(x, train.category_ids())
-    expected, got = classifier.predict(x_test), run_onnx(classifier.to_onnx(), x_test)
+def test_domain_classifier_onnx_matches_numpy(data, classifier):
+    embedder, _, _, x_test, test = data
+    input_ids, attention_mask = embedder.tokenizer.encode(test.queries)
+    expected = classifier.predict(input_ids, attention_mask, x_test)
+    got = run_onnx(classifier.to_onnx(), input_ids=input_ids, attention_mask=attention_mask, embedding=x_test)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
-    assert (got.argmax(axis=1) == test.category_ids()).mean() > 0.6
+    assert (got.argmax(axis=1) == test.category_ids()).mean() > 0.7
+
+
+def test_domain_classifier_ignores_padding_and_counts_repeated_tokens(data, classifier):
+    """Same text, different padding: same probabilities; the graph's per-position counts equal scipy's."""
+    embedder, _, _, x_test, test = data
+    session = ort.InferenceSession(classifier.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    ids, mask = embedder.tokenizer.encode(["the the the law law contract"])
+    padded_ids = np.concatenate([ids, np.zeros((1, 32), dtype=np.int64)], axis=1)
+    padded_mask = np.concatenate([mask, np.zeros((1, 32), dtype=np.int64)], axis=1)
+    short = session.run(None, {"input_ids": ids, "attention_mask": mask, "embedding": x_test[:1]})[0]
+    long = session.run(None, {"input_ids": padded_ids, "attention_mask": padded_mask, "embedding": x_test[:1]})[0]
+    np.testing.assert_allclose(short, long, atol=1e-6)
+    np.testing.assert_allclose(short, classifier.predict(ids, mask, x_test[:1]), atol=1e-5)
+
+
+def test_domain_quality_table_weights_queries_by_domain_probability():
+    probs = np.zeros((3, len(DOMAINS)))
+    probs[0, 0] = probs[1, 0] = 1.0
+    probs[2, 1] = 1.0
+    quality = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    overall = quality.mean(axis=0)
+    table = domain_quality_table(probs, quality, shrinkage=5.0)
+    np.testing.assert_allclose(table[0], (2 * quality[0] + 5 * overall) / 7, rtol=1e-6)
+    np.testing.assert_allclose(table[1], (quality[2] + 5 * overall) / 6, rtol=1e-6)
+    np.testing.assert_allclose(table[2:], np.tile(overall, (len(DOMAINS) - 2, 1)), rtol=1e-6)  # no data: the mean

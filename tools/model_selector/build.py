@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from scipy import sparse
 
 from . import repository as repo
 from .config import RouterConfig, load_config
-from .data import DEFAULT_DATA_DIR, data_files, file_checksum, load_mmlu_pro, split_train_test
+from .data import DEFAULT_DATA_DIR, data_files, file_checksum, load_mmlu_pro, load_records, split_train_test
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class BuildOptions:
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "gpu"
     cache_dir: Path | None = None
+    records: Path | None = None  # the user's benchmark records for the selectors (default: MMLU-Pro)
     force: bool = False
 
 
@@ -54,7 +56,8 @@ def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
                               "version": _versions()["model-selector"]}).encode())
-    digest.update(file_checksum(Path(options.config), *data_files(options.data_dir)).encode())
+    inputs = [Path(options.config), *data_files(options.data_dir)] + ([Path(options.records)] if options.records else [])
+    digest.update(file_checksum(*inputs).encode())
     for name in ("config.json", "tokenizer.json"):
         digest.update((backbone_source / name).read_bytes())
     for module in BUILD_MODULES:
@@ -71,7 +74,7 @@ def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from .embed import OnnxEmbedder
     from .export import export_onnx, resolve_backbone, write_tokenizer
-    from .train import (fit_model_svms, svm_selector_from, train_domain_classifier, train_kmeans, train_knn)
+    from .train import train_domain_classifier, train_selectors
 
     config: RouterConfig = load_config(options.config)
     repository = Path(options.repository)
@@ -93,44 +96,55 @@ def build(options: BuildOptions) -> dict:
     dim = export_onnx(backbone, embedding_path)
     write_tokenizer(backbone, tokenizer_path)
 
-    bench = load_mmlu_pro(models, options.data_dir)
+    # With the user's records the MMLU-Pro tables only teach the domain classifier: their models may differ.
+    bench = load_mmlu_pro(models if options.records is None else [], options.data_dir)
     train, test = split_train_test(bench)
     log.info("data: %d questions, %d for training, %d held out", len(bench), len(train), len(test))
     embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
+    tokenizer = embedder.tokenizer
     train_queries = embedder.embed(train.queries, options.cache_dir, description="train queries")
     train_questions = embedder.embed(train.questions, options.cache_dir, description="train questions")
     test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
 
     # The classifier sees question-plus-options and question-only text: users type the latter.
+    log.info("training the domain classifier")
     labels = train.category_ids()
-    classifier = train_domain_classifier(np.vstack([train_queries, train_questions]), np.concatenate([labels, labels]))
-    domain_accuracy = float((classifier.predict(test_queries).argmax(axis=1) == test.category_ids()).mean())
+    train_counts = tokenizer.token_counts(train.queries)
+    classifier = train_domain_classifier(sparse.vstack([train_counts, tokenizer.token_counts(train.questions)]),
+                                         np.vstack([train_queries, train_questions]), np.concatenate([labels, labels]))
+    test_probs = classifier.predict(*tokenizer.encode(test.queries), test_queries)
+    domain_accuracy = float((test_probs.argmax(axis=1) == test.category_ids()).mean())
     log.info("domain classifier: %.4f accuracy on %d held-out queries", domain_accuracy, len(test))
 
-    complete = train.complete_rows()
-    x, quality = train_queries[complete], train.performance[complete]
-    settings = config.model_selection
-    knn = train_knn(x, quality, settings.knn)
-    kmeans = train_kmeans(x, quality, settings.kmeans)
-    svm = svm_selector_from(fit_model_svms(x, quality, settings.svm, models), settings.svm.gamma, dim)
+    if options.records is None:
+        complete = train.complete_rows()
+        x, quality = train_queries[complete], train.performance[complete]
+        domain_probs = classifier.predict(*tokenizer.encode([train.queries[i] for i in np.flatnonzero(complete)]), x)
+        expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
+    else:
+        records = load_records(options.records, models)
+        x = embedder.embed(records.queries, options.cache_dir, description="your queries")
+        quality = records.performance
+        domain_probs = classifier.predict(*tokenizer.encode(records.queries), x)
+        expected_tokens = records.expected_output_tokens()
+    selectors = train_selectors(x, domain_probs, quality, config.model_selection, models)
 
     _save_onnx(classifier.to_onnx(), repository / repo.CLASSIFIER / repo.VERSION / "model.onnx")
-    for algorithm, selector in (("knn", knn), ("kmeans", kmeans), ("svm", svm)):
+    for algorithm, selector in selectors.items():
         _save_onnx(selector.to_onnx(), repository / repo.SELECTORS[algorithm] / repo.VERSION / "model.onnx")
     repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device))
     repo.copy_python_models(repository)
 
     decision_dir = repository / repo.DECISION / repo.VERSION
     shutil.copyfile(options.config, decision_dir / "router.yaml")
-    expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
     (decision_dir / "selectors.json").write_text(json.dumps(
         {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
 
     test_complete = test.complete_rows()
-    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), "n_train": len(train),
-               "n_train_complete": int(complete.sum()), "n_heldout": len(test)}
-    for algorithm, selector in (("knn", knn), ("kmeans", kmeans), ("svm", svm)):
-        chosen = selector.predict(test_queries[test_complete]).argmax(axis=1)
+    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), "n_train_selectors": len(x),
+               "n_heldout": len(test)}
+    for algorithm, selector in selectors.items() if options.records is None else ():
+        chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)
         picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
         metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
     manifest = {
@@ -141,8 +155,11 @@ def build(options: BuildOptions) -> dict:
         "device": options.device,
         "data": {"files": [p.name for p in data_files(options.data_dir)],
                  "sha256": file_checksum(*data_files(options.data_dir)),
-                 "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200"},
-        "selectors": settings.model_dump(),
+                 "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200",
+                 "selector_records": None if options.records is None else {
+                     "file": Path(options.records).name, "sha256": file_checksum(Path(options.records)),
+                     "queries": len(x)}},
+        "selectors": config.model_selection.model_dump(),
         "metrics": metrics,
         "libraries": _versions(),
         "build_seconds": round(time.monotonic() - started, 1),

@@ -35,14 +35,18 @@ class CatalogModel(_Strict):
     price_per_million_output_tokens: float = Field(ge=0)
 
 
+# domain_prior_weight: share of the domain prior (expected quality per domain and model) in
+# a selector's output; the rest is the algorithm's own estimate for the query.
 class KnnSettings(_Strict):
     k: int = Field(default=10, ge=1, le=256)
+    domain_prior_weight: float = Field(default=0.5, ge=0, le=1)
 
 
 class KmeansSettings(_Strict):
     n_clusters: int = Field(default=16, ge=2, le=4096)
     top_k: int = Field(default=3, ge=1)
     temperature: float = Field(default=9.0, gt=0)
+    domain_prior_weight: float = Field(default=0.5, ge=0, le=1)
     seed: int = 42
 
 
@@ -50,6 +54,7 @@ class SvmSettings(_Strict):
     C: float = Field(default=1.0, gt=0)
     gamma: float = Field(default=1.0, gt=0)
     max_train: int = Field(default=3000, ge=50)
+    domain_prior_weight: float = Field(default=0.5, ge=0, le=1)
     seed: int = 42
 
 

@@ -6,6 +6,8 @@ import csv
 import gzip
 import hashlib
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,10 @@ from .config import DOMAINS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "mmlu_pro"
+log = logging.getLogger(__name__)
+
 CHARS_PER_TOKEN = 4.0
+NOMINAL_OUTPUT_TOKENS = 500.0
 TEST_FRACTION = 0.2
 
 
@@ -110,6 +115,78 @@ def load_mmlu_pro(models: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> Bench
     if perf_ids != ids or chars_ids != ids:
         raise DataError(f"{data_dir}: questions.jsonl, correctness.csv and output_chars.csv list different questions")
     return Benchmark(np.array(ids), queries, texts, categories, list(models), performance, chars / CHARS_PER_TOKEN)
+
+
+@dataclass
+class EvalSet:
+    queries: list[str]
+    categories: list[str] | None  # None when the data has none
+    model_names: list[str]
+    performance: np.ndarray  # [N, M]
+    output_tokens: np.ndarray  # [N, M], nan where unknown
+
+    def expected_output_tokens(self) -> dict[str, float]:
+        """Mean output tokens per model; models without any get the others' mean (cost then
+        follows the catalog price alone)."""
+        known = ~np.isnan(self.output_tokens)
+        fallback = float(self.output_tokens[known].mean()) if known.any() else NOMINAL_OUTPUT_TOKENS
+        missing = [m for j, m in enumerate(self.model_names) if not known[:, j].any()]
+        if missing:
+            log.warning("no output_tokens for %s: assuming %.0f tokens per answer for their cost",
+                        ", ".join(missing), fallback)
+        return {m: float(self.output_tokens[known[:, j], j].mean()) if known[:, j].any() else fallback
+                for j, m in enumerate(self.model_names)}
+
+
+def load_records(path: Path, catalog: list[str]) -> EvalSet:
+    """The reference's record format: one JSON line per query x model."""
+    by_query: dict[str, dict] = {}
+    unknown_models: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object with query, model_name and performance")
+            for key in ("query", "model_name"):
+                if not isinstance(record.get(key), str) or not record[key]:
+                    raise DataError(f"{where}: `{key}` must be a non-empty string")
+            perf = record.get("performance")
+            if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
+                raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
+            tokens = record.get("output_tokens")
+            if tokens is not None and (not isinstance(tokens, (int, float)) or tokens < 0):
+                raise DataError(f"{where}: `output_tokens` must be a non-negative number, got {tokens!r}")
+            category = record.get("category")
+            if category is not None and category not in DOMAINS:
+                category = "other"  # the reference's rule for unknown categories
+            if record["model_name"] not in catalog:
+                unknown_models.add(record["model_name"])
+                continue
+            entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
+            entry["results"][record["model_name"]] = (float(perf), math.nan if tokens is None else float(tokens))
+    if unknown_models:
+        log.warning("%s: ignoring records of models not in the catalog: %s", path, ", ".join(sorted(unknown_models)))
+    if not by_query:
+        raise DataError(f"{path}: no records for any catalog model ({', '.join(catalog)})")
+    incomplete = [(q, [m for m in catalog if m not in e["results"]]) for q, e in by_query.items()
+                  if len(e["results"]) < len(catalog)]
+    if incomplete:
+        query, missing = incomplete[0]
+        raise DataError(f"{path}: {len(incomplete)} queries lack results for some catalog models, e.g. "
+                        f"{query[:60]!r} has none for {', '.join(missing)}; add those records or remove the "
+                        "models from the catalog")
+    queries = list(by_query)
+    perf = np.array([[by_query[q]["results"][m][0] for m in catalog] for q in queries], dtype=np.float32)
+    tokens = np.array([[by_query[q]["results"][m][1] for m in catalog] for q in queries], dtype=np.float32)
+    categories = [by_query[q]["category"] for q in queries]
+    return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
+
 
 
 def is_test_question(question_id: int) -> bool:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,72 +18,14 @@ from tqdm import tqdm
 from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
 from .contract import SELECTOR_ALGORITHMS
-from .data import DEFAULT_DATA_DIR, DataError, load_mmlu_pro, split_train_test
+from .data import DEFAULT_DATA_DIR, EvalSet, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
 from .embed import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
-COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 1.0, 25)]
-
-
-@dataclass
-class EvalSet:
-    queries: list[str]
-    categories: list[str] | None  # None when the data has none
-    model_names: list[str]
-    performance: np.ndarray  # [N, M]
-    output_tokens: np.ndarray  # [N, M], nan where unknown
-
-
-def load_records(path: Path, catalog: list[str]) -> EvalSet:
-    """The reference's record format: one JSON line per query x model."""
-    by_query: dict[str, dict] = {}
-    unknown_models: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object with query, model_name and performance")
-            for key in ("query", "model_name"):
-                if not isinstance(record.get(key), str) or not record[key]:
-                    raise DataError(f"{where}: `{key}` must be a non-empty string")
-            perf = record.get("performance")
-            if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
-                raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
-            tokens = record.get("output_tokens")
-            if tokens is not None and (not isinstance(tokens, (int, float)) or tokens < 0):
-                raise DataError(f"{where}: `output_tokens` must be a non-negative number, got {tokens!r}")
-            category = record.get("category")
-            if category is not None and category not in DOMAINS:
-                category = "other"  # the reference's rule for unknown categories
-            if record["model_name"] not in catalog:
-                unknown_models.add(record["model_name"])
-                continue
-            entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
-            entry["results"][record["model_name"]] = (float(perf), math.nan if tokens is None else float(tokens))
-    if unknown_models:
-        log.warning("%s: ignoring records of models not in the catalog: %s", path, ", ".join(sorted(unknown_models)))
-    if not by_query:
-        raise DataError(f"{path}: no records for any catalog model ({', '.join(catalog)})")
-    incomplete = [(q, [m for m in catalog if m not in e["results"]]) for q, e in by_query.items()
-                  if len(e["results"]) < len(catalog)]
-    if incomplete:
-        query, missing = incomplete[0]
-        raise DataError(f"{path}: {len(incomplete)} queries lack results for some catalog models, e.g. "
-                        f"{query[:60]!r} has none for {', '.join(missing)}; add those records or remove the "
-                        "models from the catalog")
-    queries = list(by_query)
-    perf = np.array([[by_query[q]["results"][m][0] for m in catalog] for q in queries], dtype=np.float32)
-    tokens = np.array([[by_query[q]["results"][m][1] for m in catalog] for q in queries], dtype=np.float32)
-    categories = [by_query[q]["category"] for q in queries]
-    return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
+# From "quality only" to "the cheapest candidate": the prices span five orders of magnitude.
+COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 37)]
 
 
 def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalSet:
@@ -116,35 +56,60 @@ class InProcessRouter:
 
     def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         embeddings = self.embedder.embed(queries, description="evaluation queries", batch_size=batch_size)
-        probs = self.sessions[repo.CLASSIFIER].run(None, {"embedding": embeddings})[0]
-        scores = {a: self.sessions[repo.SELECTORS[a]].run(None, {"embedding": embeddings})[0]
-                  for a in SELECTOR_ALGORITHMS}
+        probs = []
+        for start in range(0, len(queries), batch_size):
+            input_ids, attention_mask = self.embedder.tokenizer.encode(queries[start:start + batch_size])
+            probs.append(self.sessions[repo.CLASSIFIER].run(None, {
+                "input_ids": input_ids, "attention_mask": attention_mask,
+                "embedding": embeddings[start:start + batch_size]})[0])
+        probs = np.concatenate(probs)
+        inputs = {"embedding": embeddings, "domain_probs": probs}
+        scores = {a: self.sessions[repo.SELECTORS[a]].run(None, inputs)[0] for a in SELECTOR_ALGORITHMS}
         return probs, scores
 
 
-def _summary(choices: list[str], data: EvalSet, cost: np.ndarray) -> dict:
-    index = [data.model_names.index(m) for m in choices]
+def summarize(choices: list[str], model_names: list[str], performance: np.ndarray, cost: np.ndarray) -> dict:
+    """Mean quality and cost of routing each row to its chosen model, and how often each was chosen."""
+    index = [model_names.index(m) for m in choices]
     rows = np.arange(len(choices))
     return {
-        "quality": round(float(data.performance[rows, index].mean()), 4),
+        "quality": round(float(performance[rows, index].mean()), 4),
         "cost_per_1k": round(float(cost[rows, index].mean()), 4),
         "distribution": {m: choices.count(m) for m in sorted(set(choices), key=choices.index)},
     }
 
 
-def _route_all(router: InProcessRouter, probs, scores, algorithm=None, cost_weight=None) -> list[str]:
-    return [router.engine.route(probs[i], {a: s[i] for a, s in scores.items()}, algorithm, cost_weight).selected_model
+def route_models(engine: DecisionEngine, probs: np.ndarray, scores: dict[str, np.ndarray],
+                 algorithm: str | None = None, cost_weight: float | None = None) -> list[str]:
+    return [engine.route(probs[i], {a: s[i] for a, s in scores.items()}, algorithm, cost_weight).selected_model
             for i in range(len(probs))]
+
+
+def cost_curve(engine: DecisionEngine, probs: np.ndarray, scores: dict[str, np.ndarray], model_names: list[str],
+               performance: np.ndarray, cost: np.ndarray, algorithm: str | None = None,
+               weights: list[float] = COST_WEIGHTS) -> list[dict]:
+    """Quality and cost over a sweep of the cost weight (applied to every decision)."""
+    curve = []
+    for weight in weights:
+        point = summarize(route_models(engine, probs, scores, algorithm, weight), model_names, performance, cost)
+        curve.append({"cost_weight": weight, "quality": point["quality"], "cost_per_1k": point["cost_per_1k"]})
+    return curve
+
+
+def cost_matrix(config: RouterConfig, expected_tokens: dict[str, float], model_names: list[str],
+                output_tokens: np.ndarray) -> np.ndarray:
+    """[N, M] USD per 1,000 queries: output tokens (the model's typical count where unknown) x price."""
+    prices = np.array([config.price(m) for m in model_names])
+    expected = np.array([expected_tokens[m] for m in model_names])
+    tokens = np.where(np.isnan(output_tokens), expected[None, :], output_tokens)
+    return tokens * prices[None, :] / 1000.0
 
 
 def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int = 0) -> dict:
     router = InProcessRouter(repository)
-    config = router.config
-    prices = np.array([config.price(m) for m in data.model_names])
-    expected = np.array([router.expected_tokens[m] for m in data.model_names])
-    tokens = np.where(np.isnan(data.output_tokens), expected[None, :], data.output_tokens)
-    cost = tokens * prices[None, :] / 1000.0  # USD per 1,000 queries
+    cost = cost_matrix(router.config, router.expected_tokens, data.model_names, data.output_tokens)
     n = len(data.queries)
+    names, perf = data.model_names, data.performance
 
     probs, scores = router.scores(data.queries)
     report: dict = {"n_queries": n, "models": data.model_names, "cost_unit": "USD per 1,000 queries"}
@@ -160,14 +125,14 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
     rng = np.random.default_rng(seed)
     random_choice = [data.model_names[j] for j in rng.integers(0, len(data.model_names), n)]
     report["baselines"] = {
-        "random": _summary(random_choice, data, cost),
-        "oracle": _summary([data.model_names[j] for j in oracle_idx], data, cost),
+        "random": summarize(random_choice, names, perf, cost),
+        "oracle": summarize([names[j] for j in oracle_idx], names, perf, cost),
         "best_single": {"model": best, **single[best]},
         "single": single,
     }
 
     routers: dict = {}
-    in_process = _route_all(router, probs, scores)
+    in_process = route_models(router.engine, probs, scores)
     configured_choices = in_process
     if url is not None:
         from .client import RouterClient
@@ -178,13 +143,11 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
                 served += [s.selected_model for s in client.select(data.queries[start:start + 32])]
         report["served_agreement"] = round(sum(a == b for a, b in zip(served, in_process)) / n, 4)
         configured_choices = served
-    for name, algorithm in [("configured", None), *[(a, a) for a in SELECTOR_ALGORITHMS]]:
-        choices = configured_choices if name == "configured" else _route_all(router, probs, scores, algorithm)
-        curve = []
-        for weight in tqdm(COST_WEIGHTS, desc=f"{name} cost sweep", unit="weight", leave=False):
-            point = _summary(_route_all(router, probs, scores, algorithm, weight), data, cost)
-            curve.append({"cost_weight": weight, "quality": point["quality"], "cost_per_1k": point["cost_per_1k"]})
-        routers[name] = {**_summary(choices, data, cost), "curve": curve}
+    for name, algorithm in tqdm([("configured", None), *[(a, a) for a in SELECTOR_ALGORITHMS]],
+                                desc="cost-weight sweeps", unit="router"):
+        choices = configured_choices if name == "configured" else route_models(router.engine, probs, scores, algorithm)
+        routers[name] = {**summarize(choices, names, perf, cost),
+                         "curve": cost_curve(router.engine, probs, scores, names, perf, cost, algorithm)}
     report["routers"] = routers
     return report
 

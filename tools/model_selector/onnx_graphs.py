@@ -1,7 +1,8 @@
 """Hand-built ONNX graphs for the classifier and selectors.
 
-Each graph takes `embedding` [batch, dim] (unit-norm) and is an exact transcription of
-the numpy model it comes from (`train.py`), so tests can compare them one to one.
+Each graph is an exact transcription of the numpy model it comes from (`train.py`), so
+tests can compare them one to one. The selectors take `embedding` [batch, dim] (unit-norm)
+and `domain_probs` [batch, 14]; the domain classifier takes the token tensors as well.
 """
 
 from __future__ import annotations
@@ -28,20 +29,91 @@ def _embedding_input(dim: int):
     return helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])
 
 
-def mlp_softmax(weights: list[np.ndarray], biases: list[np.ndarray], output: str = "domain_probs") -> onnx.ModelProto:
-    """Softmax(ReLU(... ReLU(x W0 + b0) ...) Wn + bn): logistic regression when there is one layer."""
-    nodes, inits, current = [], {}, "embedding"
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        inits[f"W{i}"], inits[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
-        nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"mm{i}"]))
-        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"]))
-        current = f"z{i}"
-        if i < len(weights) - 1:
-            nodes.append(helper.make_node("Relu", [current], [f"h{i}"]))
-            current = f"h{i}"
-    nodes.append(helper.make_node("Softmax", [current], [output], axis=-1))
-    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", weights[-1].shape[1]])
-    return _model(nodes, [_embedding_input(weights[0].shape[0])], [out], inits, "domain_classifier")
+def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedding_weights: np.ndarray,
+                              bias: np.ndarray, output: str = "domain_probs") -> onnx.ModelProto:
+    """Softmax(tfidf(tokens) @ token_weights + embedding @ embedding_weights + bias).
+
+    tfidf is the sublinear, L2-normalised TF-IDF vector of the query's token ids: a token
+    type seen c times has the value idf x (1 + log c). The graph works per occurrence: an
+    occurrence of a type seen c times carries 1/c of that type's value, so sums over the
+    sequence are sums over types. Counts come from comparing every position with every
+    other (padding masked out).
+    """
+    vocab, classes = token_weights.shape
+    inits = {
+        "idf": idf.astype(np.float32),
+        "token_weights": token_weights.astype(np.float32),
+        "embedding_weights": embedding_weights.astype(np.float32),
+        "bias": bias.astype(np.float32),
+        "one": np.array(1.0, dtype=np.float32),
+        "eps": np.array(1e-12, dtype=np.float32),
+        "axes1": np.array([1], dtype=np.int64),
+        "axes2": np.array([2], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),  # [B, T]
+        helper.make_node("Unsqueeze", ["input_ids", "axes2"], ["ids_rows"]),  # [B, T, 1]
+        helper.make_node("Unsqueeze", ["input_ids", "axes1"], ["ids_cols"]),  # [B, 1, T]
+        helper.make_node("Equal", ["ids_rows", "ids_cols"], ["same_bool"]),
+        helper.make_node("Cast", ["same_bool"], ["same"], to=TensorProto.FLOAT),  # [B, T, T]
+        helper.make_node("Unsqueeze", ["mask", "axes1"], ["mask_cols"]),
+        helper.make_node("Mul", ["same", "mask_cols"], ["same_real"]),
+        helper.make_node("ReduceSum", ["same_real", "axes2"], ["counts_raw"], keepdims=0),  # [B, T]
+        helper.make_node("Max", ["counts_raw", "one"], ["counts"]),  # padding: no log(0)
+        helper.make_node("Log", ["counts"], ["log_counts"]),
+        helper.make_node("Add", ["log_counts", "one"], ["tf"]),
+        helper.make_node("Gather", ["idf", "input_ids"], ["token_idf"], axis=0),
+        helper.make_node("Mul", ["tf", "token_idf"], ["value"]),  # the type's tf-idf, per occurrence
+        helper.make_node("Div", ["mask", "counts"], ["share"]),  # 1/c per real occurrence
+        helper.make_node("Mul", ["value", "value"], ["value_sq"]),
+        helper.make_node("Mul", ["value_sq", "share"], ["value_sq_share"]),
+        helper.make_node("ReduceSum", ["value_sq_share", "axes1"], ["norm_sq"], keepdims=1),  # [B, 1]
+        helper.make_node("Max", ["norm_sq", "eps"], ["norm_sq_safe"]),
+        helper.make_node("Sqrt", ["norm_sq_safe"], ["norm"]),
+        helper.make_node("Mul", ["value", "share"], ["value_share"]),
+        helper.make_node("Div", ["value_share", "norm"], ["occurrence_weight"]),  # [B, T]
+        helper.make_node("Unsqueeze", ["occurrence_weight", "axes1"], ["occurrence_weight3"]),  # [B, 1, T]
+        helper.make_node("Gather", ["token_weights", "input_ids"], ["token_rows"], axis=0),  # [B, T, C]
+        helper.make_node("MatMul", ["occurrence_weight3", "token_rows"], ["lexical3"]),  # [B, 1, C]
+        helper.make_node("Squeeze", ["lexical3", "axes1"], ["lexical"]),
+        helper.make_node("MatMul", ["embedding", "embedding_weights"], ["dense"]),
+        helper.make_node("Add", ["lexical", "dense"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [output], axis=-1),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]),
+        _embedding_input(embedding_weights.shape[0]),
+    ]
+    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", classes])
+    return _model(nodes, inputs, [out], inits, "domain_classifier")
+
+
+def with_domain_prior(model: onnx.ModelProto, table: np.ndarray, weight: float,
+                      output: str = "scores") -> onnx.ModelProto:
+    """(1 - weight) x the selector's own scores + weight x domain_probs @ table.
+
+    `table` [14, M] is each domain's expected quality per model; the blend pulls a
+    selector's noisy local estimate toward what the query's domain says.
+    """
+    graph = model.graph
+    own = f"{output}_own"
+    for node in graph.node:
+        node.output[:] = [own if name == output else name for name in node.output]
+    graph.input.append(helper.make_tensor_value_info("domain_probs", TensorProto.FLOAT, ["batch", table.shape[0]]))
+    for name, value in {"prior_table": table.astype(np.float32),
+                        "prior_weight": np.array(weight, dtype=np.float32),
+                        "own_weight": np.array(1.0 - weight, dtype=np.float32)}.items():
+        graph.initializer.append(numpy_helper.from_array(value, name))
+    graph.node.extend([
+        helper.make_node("MatMul", ["domain_probs", "prior_table"], ["prior"]),
+        helper.make_node("Mul", ["prior", "prior_weight"], ["prior_part"]),
+        helper.make_node("Mul", [own, "own_weight"], ["own_part"]),
+        helper.make_node("Add", ["own_part", "prior_part"], [output]),
+    ])
+    onnx.checker.check_model(model)
+    return model
 
 
 def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature: float | None,

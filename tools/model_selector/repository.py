@@ -4,10 +4,10 @@
 model_selector/     ensemble: query -> the six outputs
 tokenizer/          python: query -> input_ids, attention_mask (padded to a bucket)
 text_embedding/     onnxruntime: input_ids, attention_mask -> embedding (pooled, L2-normalised)
-domain_classifier/  onnxruntime: embedding -> domain_probs [14]
-knn_selector/       onnxruntime: embedding -> scores [M] (predicted quality per catalog model)
-kmeans_selector/    onnxruntime: embedding -> scores [M]
-svm_selector/       onnxruntime: embedding -> scores [M]
+domain_classifier/  onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14]
+knn_selector/       onnxruntime: embedding, domain_probs -> scores [M] (predicted quality per catalog model)
+kmeans_selector/    onnxruntime: embedding, domain_probs -> scores [M]
+svm_selector/       onnxruntime: embedding, domain_probs -> scores [M]
 decision/           python: domain_probs + scores -> selected_model, decision, ... (router.yaml)
 ```
 """
@@ -81,6 +81,8 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     configs[EMBEDDING] = emb
 
     clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE)
+    _tensor(clf.input, "input_ids", mc.TYPE_INT64, [-1])
+    _tensor(clf.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(clf.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
     _tensor(clf.output, "domain_probs", mc.TYPE_FP32, [14])
     _batching(clf, 100)
@@ -89,6 +91,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     for model_name in SELECTORS.values():
         sel = _onnx_config(model_name, shape, SELECTOR_MAX_BATCH_SIZE)
         _tensor(sel.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
+        _tensor(sel.input, "domain_probs", mc.TYPE_FP32, [14])
         _tensor(sel.output, "scores", mc.TYPE_FP32, [shape.num_models])
         _batching(sel, 100)
         configs[model_name] = sel
@@ -118,9 +121,11 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
 
     step(TOKENIZER, {"query": "query"}, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"})
     step(EMBEDDING, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"}, {"embedding": "_embedding"})
-    step(CLASSIFIER, {"embedding": "_embedding"}, {"domain_probs": "_domain_probs"})
+    step(CLASSIFIER, {"input_ids": "_input_ids", "attention_mask": "_attention_mask", "embedding": "_embedding"},
+         {"domain_probs": "_domain_probs"})
     for algorithm, model_name in SELECTORS.items():
-        step(model_name, {"embedding": "_embedding"}, {"scores": f"_{algorithm}_scores"})
+        step(model_name, {"embedding": "_embedding", "domain_probs": "_domain_probs"},
+             {"scores": f"_{algorithm}_scores"})
     step(DECISION,
          {"domain_probs": "_domain_probs", **{f"{a}_scores": f"_{a}_scores" for a in SELECTORS}},
          {name: name for name in ENSEMBLE_OUTPUTS})

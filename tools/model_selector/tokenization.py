@@ -41,5 +41,18 @@ class TextTokenizer:
             attention_mask[row, : len(ids)] = 1
         return input_ids, attention_mask
 
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def token_counts(self, texts: list[str], chunk: int = 1024):
+        """[len(texts), vocab] sparse count of each token id in each text, as served (truncated)."""
+        from scipy import sparse
+
+        from .train import token_counts
+
+        parts = [token_counts(*self.encode(texts[i:i + chunk]), self.vocab_size) for i in range(0, len(texts), chunk)]
+        return sparse.vstack(parts).tocsr() if parts else sparse.csr_matrix((0, self.vocab_size))
+
     def lengths(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]

@@ -7,10 +7,12 @@ the tests hold the two to the same choices.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from scipy import sparse
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
@@ -18,9 +20,11 @@ from sklearn.svm import SVC
 from tqdm import tqdm
 
 from . import onnx_graphs
-from .config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings
+from .config import DOMAINS, KmeansSettings, KnnSettings, SelectorSettings, SvmSettings
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_FOLDS = 3
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -29,27 +33,77 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def token_counts(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int) -> sparse.csr_matrix:
+    """[rows, vocab] count of each token id among the real (unmasked) positions."""
+    rows, cols = np.nonzero(attention_mask)
+    counts = sparse.coo_matrix((np.ones(len(rows), dtype=np.float64), (rows, input_ids[rows, cols])),
+                               shape=(input_ids.shape[0], vocab_size))
+    return counts.tocsr()  # duplicates summed
+
+
+def tfidf(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
+    """Sublinear TF-IDF, L2-normalised per row: idf x (1 + log count) / norm."""
+    values = counts.copy().astype(np.float64)
+    values.data = (1.0 + np.log(values.data)) * idf[values.indices]
+    norms = np.sqrt(np.asarray(values.multiply(values).sum(axis=1)).ravel())
+    return sparse.diags(1.0 / np.maximum(norms, 1e-6)) @ values
+
+
 @dataclass
 class DomainClassifier:
-    weights: np.ndarray  # [D, 14]
+    """Logistic regression over the query's token TF-IDF and its embedding.
+
+    Words carry the topic ("JavaScript", "plaintiff") even where the small embedding model
+    blurs it, and the embedding generalises beyond the words seen in training.
+    """
+
+    idf: np.ndarray  # [V]
+    token_weights: np.ndarray  # [V, 14]
+    embedding_weights: np.ndarray  # [D, 14]
     bias: np.ndarray  # [14]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return _softmax(x @ self.weights + self.bias)
+    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+        lexical = tfidf(token_counts(input_ids, attention_mask, len(self.idf)), self.idf) @ self.token_weights
+        return _softmax(lexical + embedding @ self.embedding_weights + self.bias)
 
     def to_onnx(self) -> onnx.ModelProto:
-        return onnx_graphs.mlp_softmax([self.weights], [self.bias])
+        return onnx_graphs.lexical_linear_classifier(self.idf, self.token_weights, self.embedding_weights, self.bias)
 
 
-def train_domain_classifier(x: np.ndarray, labels: np.ndarray, c: float = 10.0) -> DomainClassifier:
-    """Multinomial logistic regression over the 14 domains."""
-    clf = LogisticRegression(C=c, max_iter=2000)
-    clf.fit(x, labels)
-    weights = np.zeros((x.shape[1], len(DOMAINS)), dtype=np.float32)
-    bias = np.full(len(DOMAINS), -1e4, dtype=np.float32)  # a domain absent from training never wins
-    weights[:, clf.classes_] = clf.coef_.T
+def train_domain_classifier(counts: sparse.csr_matrix, x: np.ndarray, labels: np.ndarray,
+                            c: float = 10.0) -> DomainClassifier:
+    """Multinomial logistic regression over the 14 domains; `counts` from `token_counts`."""
+    n, vocab = counts.shape
+    document_frequency = np.bincount(counts.indices, minlength=vocab)
+    idf = np.log((1.0 + n) / (1.0 + document_frequency)) + 1.0
+    features = sparse.hstack([tfidf(counts, idf), sparse.csr_matrix(x)]).tocsr()
+    clf = LogisticRegression(C=c, max_iter=3000)
+    clf.fit(features, labels)
+    coef = np.zeros((vocab + x.shape[1], len(DOMAINS)), dtype=np.float64)
+    bias = np.full(len(DOMAINS), -1e4)  # a domain absent from training never wins
+    coef[:, clf.classes_] = clf.coef_.T
     bias[clf.classes_] = clf.intercept_
-    return DomainClassifier(weights, bias)
+    return DomainClassifier(idf.astype(np.float32), coef[:vocab].astype(np.float32),
+                            coef[vocab:].astype(np.float32), bias.astype(np.float32))
+
+
+@dataclass
+class DomainPrior:
+    """What a query's domain alone says: expected quality per domain and model."""
+
+    table: np.ndarray  # [14, M]
+    weight: float  # share of the prior in a selector's output
+
+    def blend(self, own: np.ndarray, domain_probs: np.ndarray) -> np.ndarray:
+        return (1.0 - self.weight) * own + self.weight * (domain_probs @ self.table)
+
+
+def domain_quality_table(domain_probs: np.ndarray, quality: np.ndarray, shrinkage: float = 5.0) -> np.ndarray:
+    """[14, M]: mean quality per domain, each query counted by its domain probability (so data
+    without category labels works too), shrunk toward the overall mean by `shrinkage` queries."""
+    overall = quality.mean(axis=0)
+    mass = domain_probs.sum(axis=0)[:, None]
+    return ((domain_probs.T @ quality + shrinkage * overall) / (mass + shrinkage)).astype(np.float32)
 
 
 def _topk_weighted(keys: np.ndarray, table: np.ndarray, x: np.ndarray, k: int, temperature: float | None) -> np.ndarray:
@@ -65,67 +119,90 @@ def _topk_weighted(keys: np.ndarray, table: np.ndarray, x: np.ndarray, k: int, t
     return (table[top] * weights[:, :, None]).sum(axis=1)
 
 
+class Selector(ABC):
+    """Predicted quality per catalog model: the algorithm's own estimate blended with the domain prior."""
+
+    prior: DomainPrior
+
+    @abstractmethod
+    def own(self, x: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def own_onnx(self) -> onnx.ModelProto: ...
+
+    def predict(self, x: np.ndarray, domain_probs: np.ndarray) -> np.ndarray:
+        return self.prior.blend(self.own(x), domain_probs)
+
+    def to_onnx(self) -> onnx.ModelProto:
+        return onnx_graphs.with_domain_prior(self.own_onnx(), self.prior.table, self.prior.weight)
+
+
 @dataclass
-class KnnSelector:
+class KnnSelector(Selector):
     keys: np.ndarray  # [N, D] unique training queries
     quality: np.ndarray  # [N, M] their results per model
     k: int
+    prior: DomainPrior
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def own(self, x: np.ndarray) -> np.ndarray:
         return _topk_weighted(self.keys, self.quality, x, self.k, None)
 
-    def to_onnx(self) -> onnx.ModelProto:
+    def own_onnx(self) -> onnx.ModelProto:
         return onnx_graphs.topk_weighted_table(self.keys, self.quality, self.k, None, name="knn_selector")
 
 
-def train_knn(x: np.ndarray, quality: np.ndarray, settings: KnnSettings) -> KnnSelector:
-    return KnnSelector(x.astype(np.float32), quality.astype(np.float32), settings.k)
+def train_knn(x: np.ndarray, quality: np.ndarray, settings: KnnSettings, table: np.ndarray) -> KnnSelector:
+    return KnnSelector(x.astype(np.float32), quality.astype(np.float32), settings.k,
+                       DomainPrior(table, settings.domain_prior_weight))
 
 
 @dataclass
-class KmeansSelector:
+class KmeansSelector(Selector):
     centroids: np.ndarray  # [C, D] unit-norm
     quality: np.ndarray  # [C, M] mean result per cluster and model
     top_k: int
     temperature: float
+    prior: DomainPrior
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def own(self, x: np.ndarray) -> np.ndarray:
         return _topk_weighted(self.centroids, self.quality, x, self.top_k, self.temperature)
 
-    def to_onnx(self) -> onnx.ModelProto:
+    def own_onnx(self) -> onnx.ModelProto:
         return onnx_graphs.topk_weighted_table(self.centroids, self.quality, self.top_k, self.temperature,
                                                name="kmeans_selector")
 
 
-def train_kmeans(x: np.ndarray, quality: np.ndarray, settings: KmeansSettings) -> KmeansSelector:
+def train_kmeans(x: np.ndarray, quality: np.ndarray, settings: KmeansSettings, table: np.ndarray) -> KmeansSelector:
     """Spherical-ish k-means on unit-norm embeddings; soft top-k cluster weighting (Avengers-Pro)."""
-    km = KMeans(n_clusters=settings.n_clusters, n_init=4, random_state=settings.seed)
+    km = KMeans(n_clusters=min(settings.n_clusters, len(x)), n_init=4, random_state=settings.seed)
     assignment = km.fit_predict(x)
     centroids = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
     prior = quality.mean(axis=0)
-    table = np.empty((settings.n_clusters, quality.shape[1]), dtype=np.float32)
-    for c in range(settings.n_clusters):
+    cluster_quality = np.empty((km.n_clusters, quality.shape[1]), dtype=np.float32)
+    for c in range(km.n_clusters):
         members = quality[assignment == c]
         # Shrink small clusters toward the global mean (5 pseudo-queries).
-        table[c] = (members.sum(axis=0) + 5 * prior) / (len(members) + 5)
-    return KmeansSelector(centroids.astype(np.float32), table, settings.top_k, settings.temperature)
+        cluster_quality[c] = (members.sum(axis=0) + 5 * prior) / (len(members) + 5)
+    return KmeansSelector(centroids.astype(np.float32), cluster_quality, settings.top_k, settings.temperature,
+                          DomainPrior(table, settings.domain_prior_weight))
 
 
 @dataclass
-class SvmSelector:
+class SvmSelector(Selector):
     vectors: np.ndarray  # [S, D] union of all models' support vectors
     dual_coef: np.ndarray  # [S, M]
     intercept: np.ndarray  # [M]
     gamma: float
     prob_a: np.ndarray  # [M]
     prob_b: np.ndarray  # [M]
+    prior: DomainPrior
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def own(self, x: np.ndarray) -> np.ndarray:
         sq = (x**2).sum(axis=1)[:, None] - 2 * x @ self.vectors.T + (self.vectors**2).sum(axis=1)[None, :]
         decision = np.exp(-self.gamma * np.maximum(sq, 0)) @ self.dual_coef + self.intercept
         return 1.0 / (1.0 + np.exp(self.prob_a * decision + self.prob_b))
 
-    def to_onnx(self) -> onnx.ModelProto:
+    def own_onnx(self) -> onnx.ModelProto:
         return onnx_graphs.rbf_svm_probabilities(self.vectors, self.dual_coef, self.intercept, self.gamma,
                                                  self.prob_a, self.prob_b)
 
@@ -138,16 +215,18 @@ def fit_model_svms(x: np.ndarray, quality: np.ndarray, settings: SvmSettings,
     fitted: list[CalibratedClassifierCV | float] = []
     for m, _ in enumerate(tqdm(model_names, desc="svm", unit="model")):
         labels = (quality[rows, m] >= 0.5).astype(int)
-        if labels.min() == labels.max():
-            fitted.append(float(labels[0]))
+        if np.bincount(labels, minlength=2).min() < CALIBRATION_FOLDS:
+            # Too few right (or wrong) answers to fit and calibrate: the observed rate.
+            fitted.append(float(labels.mean()))
             continue
         svc = SVC(C=settings.C, kernel="rbf", gamma=settings.gamma, random_state=settings.seed)
-        calibrated = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=3)
+        calibrated = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=CALIBRATION_FOLDS)
         fitted.append(calibrated.fit(x[rows], labels))
     return fitted
 
 
-def svm_selector_from(fitted: list[CalibratedClassifierCV | float], gamma: float, dim: int) -> SvmSelector:
+def svm_selector_from(fitted: list[CalibratedClassifierCV | float], settings: SvmSettings, dim: int,
+                      table: np.ndarray) -> SvmSelector:
     """Merge per-model SVCs into one kernel evaluation sharing the union of their support vectors."""
     svcs = [f.calibrated_classifiers_[0].estimator if isinstance(f, CalibratedClassifierCV) else None
             for f in fitted]
@@ -175,5 +254,18 @@ def svm_selector_from(fitted: list[CalibratedClassifierCV | float], gamma: float
         # sklearn's sigmoid calibration: P(class 1) = 1 / (1 + exp(a * decision_function + b)).
         calibrator = model.calibrated_classifiers_[0].calibrators[0]
         prob_a[j], prob_b[j] = calibrator.a_, calibrator.b_
-    return SvmSelector(stacked, dual.astype(np.float32), intercept.astype(np.float32), gamma,
-                       prob_a.astype(np.float32), prob_b.astype(np.float32))
+    return SvmSelector(stacked, dual.astype(np.float32), intercept.astype(np.float32), settings.gamma,
+                       prob_a.astype(np.float32), prob_b.astype(np.float32),
+                       DomainPrior(table, settings.domain_prior_weight))
+
+
+def train_selectors(x: np.ndarray, domain_probs: np.ndarray, quality: np.ndarray, settings: SelectorSettings,
+                    model_names: list[str]) -> dict[str, Selector]:
+    """The three selectors on the same training queries ([N, D] embeddings, [N, M] quality)."""
+    table = domain_quality_table(domain_probs, quality)
+    svms = fit_model_svms(x, quality, settings.svm, model_names)
+    return {
+        "knn": train_knn(x, quality, settings.knn, table),
+        "kmeans": train_kmeans(x, quality, settings.kmeans, table),
+        "svm": svm_selector_from(svms, settings.svm, x.shape[1], table),
+    }
