@@ -27,6 +27,9 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding", default="minilm",
                         help="backbone: minilm (offline default), qwen3-0.6b (Hugging Face hub) or a model directory")
     parser.add_argument("--config", type=Path, default=Path("configs/router.yaml"), help="router configuration")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="your benchmark records (JSONL, one line per query x model) to train the selectors on; "
+                             "default: the shipped MMLU-Pro tables (the domain classifier always uses those)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write")
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu",
                         help="instance kind of the ONNX models in the production configs (local serving always uses CPU)")
@@ -46,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build import BuildOptions, build
 
     manifest = build(BuildOptions(embedding=args.embedding, config=args.config, repository=args.repository,
-                                  device=args.device, cache_dir=args.cache_dir, force=args.force))
+                                  device=args.device, cache_dir=args.cache_dir, records=args.data, force=args.force))
     print(json.dumps({"repository": str(args.repository), "backbone": manifest["backbone"]["name"],
                       "metrics": manifest["metrics"]}, indent=1))
     return 0
@@ -102,7 +105,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import repository as repo
     from .config import load_config
-    from .evaluate import evaluate, load_heldout, load_records, write_report
+    from .data import load_records
+    from .evaluate import evaluate, load_heldout, write_report
 
     catalog = load_config(args.repository / repo.DECISION / repo.VERSION / "router.yaml").model_names
     if args.data.is_dir():
@@ -117,6 +121,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"{configured['cost_per_1k']:.4f} USD/1k queries; best single ({best['model']}) "
           f"{best['quality']:.4f} at {best['cost_per_1k']:.4f}; oracle {report['baselines']['oracle']['quality']:.4f}."
           f" Report: {args.out / 'report.md'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import grid_from, tune, write_tuning_report
+
+    report = tune(args.config, args.repository, args.budget, grid_from(args.grid), args.cache_dir)
+    write_tuning_report(report, args.out, "model-selector " + " ".join(sys.argv[1:]))
+    best = report["best"]
+    print("best on validation: " + "; ".join(
+        f"{a}: " + ", ".join(f"{k}={v}" for k, v in row.items()) for a, row in best.items()))
+    cw = report["cost_weight"]
+    print(f"default cost weight for a {cw['budget']:.0%} budget: {cw['cost_weight']} (validation quality "
+          f"{cw['validation']['quality']:.4f} at {cw['validation']['cost_per_1k']:.4f} USD/1k). "
+          f"Report: {args.out / 'report.md'}")
     return 0
 
 
@@ -158,6 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--out", type=Path, default=Path("reports/evaluation"))
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="choose selector settings and the default cost weight on a validation split")
+    p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="a built repository: its embedding model and tokenizer are used")
+    p.add_argument("--budget", type=float, default=0.3,
+                   help="cost budget for the default cost weight, as a fraction of the best single model's cost")
+    p.add_argument("--grid", default=None, help="settings to try, e.g. 'knn=10,20;kmeans=8,16;svm=1;prior=0,0.5'")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("reports/tuning"))
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("demo", help="build if needed, serve, route example queries, stop")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))

@@ -1,0 +1,32 @@
+"""`model-selector tune`: settings and the default cost weight are chosen on a validation split of the training questions."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_selector.data import is_test_question, load_mmlu_pro
+from model_selector.tune import Grid, grid_from, is_validation_question, tune
+
+from .conftest import CONFIG
+
+
+def test_grid_spec_parses_and_rejects_unknown_parts():
+    assert grid_from("knn=10,20;prior=0,0.5") == Grid(knn_k=(10, 20), prior_weights=(0.0, 0.5))
+    with pytest.raises(ValueError, match="unknown part 'knnn'"):
+        grid_from("knnn=10")
+
+
+def test_validation_questions_are_training_questions_only_by_their_own_rule():
+    ids = load_mmlu_pro([]).question_ids
+    validation = [q for q in ids if not is_test_question(int(q)) and is_validation_question(int(q))]
+    assert 0.15 < len(validation) / len(ids) < 0.17  # 20% of the 80% training questions
+
+
+@pytest.mark.slow
+def test_tune_picks_the_best_setting_and_a_cost_weight_within_budget(built_repository):
+    report = tune(CONFIG, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;prior=0,0.75"))
+    for algorithm, rows in report["sweeps"].items():
+        assert report["best"][algorithm]["budget_score"] == max(r["budget_score"] for r in rows)
+    chosen = report["cost_weight"]
+    assert chosen["validation"]["cost_per_1k"] <= 0.3 * report["best_single"]["cost_per_1k"]
+    assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
