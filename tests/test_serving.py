@@ -33,6 +33,19 @@ def test_route_returns_every_header(server):
     assert re.fullmatch(r"[01]\.\d{4}", headers["x-vsr-selected-confidence"])
 
 
+@pytest.mark.parametrize("query, domain, decision", [
+    ("What must a plaintiff prove to win a negligence lawsuit?", "law", "humanities_decision"),
+    ("What were the main causes of World War I?", "history", "humanities_decision"),
+    ("What are the early symptoms of type 2 diabetes and how is it treated?", "health", "health_decision"),
+    ("Explain how a rise in interest rates affects bond prices.", "economics", "business_decision"),
+    ("What is the time complexity of quicksort?", "computer science", "code_decision"),
+    ("Calculate the derivative of sin(x) * cos(x)", "math", "math_decision"),
+])
+def test_short_natural_questions_reach_their_domain(server, query, domain, decision):
+    headers = route(query, server.grpc_url)
+    assert (headers["x-vsr-selected-category"], headers["x-vsr-selected-decision"]) == (domain, decision)
+
+
 def _mixed_length_queries() -> list[str]:
     bench = load_mmlu_pro(load_config(CONFIG).model_names)
     by_length = sorted(bench.queries, key=len)

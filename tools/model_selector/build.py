@@ -19,7 +19,8 @@ from scipy import sparse
 
 from . import repository as repo
 from .config import RouterConfig, load_config
-from .data import DEFAULT_DATA_DIR, data_files, file_checksum, load_mmlu_pro, load_records, split_train_test
+from .data import (DEFAULT_DATA_DIR, DOMAIN_TOPICS, Benchmark, data_files, file_checksum, load_domain_topics,
+                   load_mmlu_pro, load_records, load_short_questions, split_train_test)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ BUILD_FORMAT = 1
 # The code whose changes change what a build writes.
 BUILD_MODULES = ("build", "config", "contract", "data", "embed", "export", "onnx_graphs", "repository",
                  "tokenization", "train")
+# Each domain topic phrase counts as this many training questions (checked on held-out and short questions).
+TOPIC_WEIGHT = 20.0
 LIBRARIES = ("model-selector", "numpy", "onnx", "onnxruntime", "scikit-learn", "tokenizers", "torch", "transformers")
 
 
@@ -56,7 +59,7 @@ def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
                               "version": _versions()["model-selector"]}).encode())
-    inputs = [Path(options.config), *data_files(options.data_dir)] + ([Path(options.records)] if options.records else [])
+    inputs = [Path(options.config), DOMAIN_TOPICS, *data_files(options.data_dir)] + ([Path(options.records)] if options.records else [])
     digest.update(file_checksum(*inputs).encode())
     for name in ("config.json", "tokenizer.json"):
         digest.update((backbone_source / name).read_bytes())
@@ -70,11 +73,29 @@ def _save_onnx(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
+def train_classifier(embedder, train: Benchmark, queries: np.ndarray, questions: np.ndarray,
+                      cache_dir: Path | None):
+    """Trained on question-plus-options and question-only text (users type the latter), and on
+    the domain topic phrases, weighted up: exam questions alone say little about how people ask."""
+    from .train import train_domain_classifier
+
+    log.info("training the domain classifier")
+    tokenizer = embedder.tokenizer
+    topic_texts, topic_labels = load_domain_topics()
+    topics = embedder.embed(topic_texts, cache_dir, description="domain topics")
+    labels = train.category_ids()
+    counts = sparse.vstack([tokenizer.token_counts(train.queries), tokenizer.token_counts(train.questions),
+                            tokenizer.token_counts(topic_texts)])
+    weights = np.concatenate([np.ones(2 * len(labels)), np.full(len(topic_labels), TOPIC_WEIGHT)])
+    return train_domain_classifier(counts, np.vstack([queries, questions, topics]),
+                                   np.concatenate([labels, labels, topic_labels]), weights)
+
+
 def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from .embed import OnnxEmbedder
     from .export import export_onnx, resolve_backbone, write_tokenizer
-    from .train import train_domain_classifier, train_selectors
+    from .train import train_selectors
 
     config: RouterConfig = load_config(options.config)
     repository = Path(options.repository)
@@ -106,15 +127,14 @@ def build(options: BuildOptions) -> dict:
     train_questions = embedder.embed(train.questions, options.cache_dir, description="train questions")
     test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
 
-    # The classifier sees question-plus-options and question-only text: users type the latter.
-    log.info("training the domain classifier")
-    labels = train.category_ids()
-    train_counts = tokenizer.token_counts(train.queries)
-    classifier = train_domain_classifier(sparse.vstack([train_counts, tokenizer.token_counts(train.questions)]),
-                                         np.vstack([train_queries, train_questions]), np.concatenate([labels, labels]))
+    classifier = train_classifier(embedder, train, train_queries, train_questions, options.cache_dir)
     test_probs = classifier.predict(*tokenizer.encode(test.queries), test_queries)
     domain_accuracy = float((test_probs.argmax(axis=1) == test.category_ids()).mean())
-    log.info("domain classifier: %.4f accuracy on %d held-out queries", domain_accuracy, len(test))
+    short_texts, short_labels = load_short_questions()
+    short_probs = classifier.predict(*tokenizer.encode(short_texts), embedder.embed(short_texts, options.cache_dir))
+    short_accuracy = float((short_probs.argmax(axis=1) == short_labels).mean())
+    log.info("domain classifier: %.4f accuracy on %d held-out queries, %.4f on %d short questions",
+             domain_accuracy, len(test), short_accuracy, len(short_texts))
 
     if options.records is None:
         complete = train.complete_rows()
@@ -141,7 +161,8 @@ def build(options: BuildOptions) -> dict:
         {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
 
     test_complete = test.complete_rows()
-    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), "n_train_selectors": len(x),
+    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4),
+               "domain_accuracy_short_questions": round(short_accuracy, 4), "n_train_selectors": len(x),
                "n_heldout": len(test)}
     for algorithm, selector in selectors.items() if options.records is None else ():
         chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)

@@ -17,6 +17,8 @@ from .config import DOMAINS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "mmlu_pro"
+DOMAIN_TOPICS = PROJECT_ROOT / "data" / "domain_topics" / "topics.yaml"
+SHORT_QUESTIONS = PROJECT_ROOT / "data" / "short_questions" / "questions.jsonl"
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4.0
@@ -187,6 +189,24 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
     categories = [by_query[q]["category"] for q in queries]
     return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
 
+
+
+def load_domain_topics(path: Path = DOMAIN_TOPICS) -> tuple[list[str], np.ndarray]:
+    """The topic phrases of `data/domain_topics/topics.yaml` and their domain ids."""
+    import yaml
+
+    topics = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(topics, dict) or set(topics) != set(DOMAINS):
+        raise DataError(f"{path}: expected one list of phrases for each of the 14 domains: {', '.join(DOMAINS)}")
+    texts = [phrase for domain in DOMAINS for phrase in topics[domain]]
+    labels = np.array([i for i, domain in enumerate(DOMAINS) for _ in topics[domain]], dtype=np.int64)
+    return texts, labels
+
+
+def load_short_questions(path: Path = SHORT_QUESTIONS) -> tuple[list[str], np.ndarray]:
+    """Hand-written short questions with their domain: an evaluation set, never trained on."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["query"] for r in records], np.array([DOMAINS.index(r["category"]) for r in records], dtype=np.int64)
 
 
 def is_test_question(question_id: int) -> bool:

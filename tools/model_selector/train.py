@@ -25,6 +25,7 @@ from .config import DOMAINS, KmeansSettings, KnnSettings, SelectorSettings, SvmS
 log = logging.getLogger(__name__)
 
 CALIBRATION_FOLDS = 3
+MAX_DOCUMENT_FREQUENCY = 0.1
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -71,14 +72,17 @@ class DomainClassifier:
 
 
 def train_domain_classifier(counts: sparse.csr_matrix, x: np.ndarray, labels: np.ndarray,
-                            c: float = 10.0) -> DomainClassifier:
+                            sample_weight: np.ndarray | None = None, c: float = 10.0) -> DomainClassifier:
     """Multinomial logistic regression over the 14 domains; `counts` from `token_counts`."""
     n, vocab = counts.shape
     document_frequency = np.bincount(counts.indices, minlength=vocab)
     idf = np.log((1.0 + n) / (1.0 + document_frequency)) + 1.0
+    # Tokens in more than 10% of the texts ("how", "the", "?") say how exam questions are
+    # phrased, not what they are about; a zero idf drops them from the lexical features.
+    idf[document_frequency > MAX_DOCUMENT_FREQUENCY * n] = 0.0
     features = sparse.hstack([tfidf(counts, idf), sparse.csr_matrix(x)]).tocsr()
     clf = LogisticRegression(C=c, max_iter=3000)
-    clf.fit(features, labels)
+    clf.fit(features, labels, sample_weight=sample_weight)
     coef = np.zeros((vocab + x.shape[1], len(DOMAINS)), dtype=np.float64)
     bias = np.full(len(DOMAINS), -1e4)  # a domain absent from training never wins
     coef[:, clf.classes_] = clf.coef_.T

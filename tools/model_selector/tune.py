@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 from tqdm import tqdm
 
+from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
 from .embed import OnnxEmbedder
 from .evaluate import COST_WEIGHTS, cost_curve, cost_matrix, summarize
-from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from, train_domain_classifier,
+from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
                     train_kmeans, train_knn, train_selectors)
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,8 @@ def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_D
                             manifest["backbone"]["pad_id"])
     tokenizer = embedder.tokenizer
     x_fit = embedder.embed(fit.queries, cache_dir, description="fit queries")
-    x_fit_questions = embedder.embed(fit.questions, cache_dir, description="fit questions")
     x_val = embedder.embed(val.queries, cache_dir, description="validation queries")
-    labels = fit.category_ids()
-    classifier = train_domain_classifier(
-        sparse.vstack([tokenizer.token_counts(fit.queries), tokenizer.token_counts(fit.questions)]),
-        np.vstack([x_fit, x_fit_questions]), np.concatenate([labels, labels]))
+    classifier = train_classifier(embedder, fit, x_fit, embedder.embed(fit.questions, cache_dir), cache_dir)
     probs_fit = classifier.predict(*tokenizer.encode(fit.queries), x_fit)
     probs_val = classifier.predict(*tokenizer.encode(val.queries), x_val)
     expected_tokens = {m: float(np.mean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
