@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from model_selector.build import BuildOptions, build
 from model_selector.data import PROJECT_ROOT
+from model_selector.serve import free_ports
 
 REPOSITORY = PROJECT_ROOT / "model_repository"
 CONFIG = PROJECT_ROOT / "configs" / "router.yaml"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="session")

@@ -139,6 +139,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench import BenchmarkOptions, markdown, perf_analyzer_data, query_sets, run_benchmark, write_benchmark_report
+
+    if args.export_perf_analyzer_data:
+        args.export_perf_analyzer_data.write_text(json.dumps(perf_analyzer_data(query_sets()[args.queries])))
+        print(f"wrote {args.export_perf_analyzer_data}")
+        if args.url is None and args.out is None:
+            return 0
+    options = BenchmarkOptions(
+        url=args.url or "", repository=args.repository,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")), requests=args.requests, rate=args.rate,
+        warmup=args.warmup, query_set=args.queries, baseline_requests=args.baseline_requests,
+        reference_knn_requests=args.reference_knn_requests, command="model-selector " + " ".join(sys.argv[1:]))
+    if args.url:
+        report = run_benchmark(options, args.cache_dir)
+    else:
+        from .serve import LocalTritonServer, free_ports
+
+        grpc_port, http_port, metrics_port = free_ports(3)
+        with LocalTritonServer(args.repository, grpc_port=grpc_port, http_port=http_port,
+                               metrics_port=metrics_port) as server:
+            report = run_benchmark(replace(options, url=server.grpc_url, server_pid=server.process.pid),
+                                   args.cache_dir)
+    if args.out:
+        write_benchmark_report(report, args.out)
+    print(markdown(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .build import BuildOptions, build
     from .client import RouterClient, routing_headers
@@ -188,6 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("reports/tuning"))
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("benchmark", help="load the served ensemble over gRPC; latency, throughput, baselines")
+    p.add_argument("--url", default=None,
+                   help="Triton gRPC address; default: start a local server on --repository for the run")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--concurrency", default="1,8,32", help="closed-loop concurrency levels, comma-separated")
+    p.add_argument("--requests", type=int, default=500, help="requests per level")
+    p.add_argument("--rate", type=float, default=None, help="open loop: Poisson arrivals at this many requests/s")
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--queries", choices=["short", "long", "mixed"], default="mixed",
+                   help="short natural questions, long MMLU-style queries with options, or both alternating")
+    p.add_argument("--baseline-requests", type=int, default=300, help="queries for the in-process baseline")
+    p.add_argument("--reference-knn-requests", type=int, default=20,
+                   help="queries for the reference-style KNN (about 2 s each on 2 cores)")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="write the JSON report here (and a .md beside it)")
+    p.add_argument("--export-perf-analyzer-data", type=Path, default=None,
+                   help="write the query set as perf_analyzer --input-data JSON")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("demo", help="build if needed, serve, route example queries, stop")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))

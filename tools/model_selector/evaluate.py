@@ -19,7 +19,7 @@ from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
 from .contract import SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, EvalSet, load_mmlu_pro, split_train_test
-from .decision_engine import DecisionEngine, expected_cost_per_1k
+from .decision_engine import DecisionEngine, Route, expected_cost_per_1k
 from .embed import OnnxEmbedder
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,30 @@ class InProcessRouter:
         self.engine = DecisionEngine(self.config, selectors["models"],
                                      expected_cost_per_1k(self.config, self.expected_tokens))
 
-    def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        embeddings = self.embedder.embed(queries, description="evaluation queries", batch_size=batch_size)
-        probs = []
-        for start in range(0, len(queries), batch_size):
-            input_ids, attention_mask = self.embedder.tokenizer.encode(queries[start:start + batch_size])
-            probs.append(self.sessions[repo.CLASSIFIER].run(None, {
-                "input_ids": input_ids, "attention_mask": attention_mask,
-                "embedding": embeddings[start:start + batch_size]})[0])
-        probs = np.concatenate(probs)
+    def heads(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+              embeddings: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Domain probabilities and every selector's scores for one batch of token tensors and embeddings."""
+        probs = self.sessions[repo.CLASSIFIER].run(None, {
+            "input_ids": input_ids, "attention_mask": attention_mask, "embedding": embeddings})[0]
         inputs = {"embedding": embeddings, "domain_probs": probs}
-        scores = {a: self.sessions[repo.SELECTORS[a]].run(None, inputs)[0] for a in SELECTOR_ALGORITHMS}
-        return probs, scores
+        return probs, {a: self.sessions[repo.SELECTORS[a]].run(None, inputs)[0] for a in SELECTOR_ALGORITHMS}
+
+    def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Batched, with the embedding cache: for evaluating many queries."""
+        embeddings = self.embedder.embed(queries, description="evaluation queries", batch_size=batch_size)
+        parts = [self.heads(*self.embedder.tokenizer.encode(queries[start:start + batch_size]),
+                            embeddings[start:start + batch_size])
+                 for start in range(0, len(queries), batch_size)]
+        probs = np.concatenate([p for p, _ in parts])
+        return probs, {a: np.concatenate([s[a] for _, s in parts]) for a in SELECTOR_ALGORITHMS}
+
+    def route_query(self, query: str) -> Route:
+        """The whole pipeline for one query, no cache: what a user would run instead of the server."""
+        input_ids, attention_mask = self.embedder.tokenizer.encode([query])
+        embedding = self.embedder.session.run(["embedding"], {"input_ids": input_ids,
+                                                              "attention_mask": attention_mask})[0]
+        probs, scores = self.heads(input_ids, attention_mask, embedding)
+        return self.engine.route(probs[0], {a: s[0] for a, s in scores.items()})
 
 
 def summarize(choices: list[str], model_names: list[str], performance: np.ndarray, cost: np.ndarray) -> dict:

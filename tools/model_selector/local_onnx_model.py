@@ -19,9 +19,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
         options = ort.SessionOptions()
-        threads = int(os.environ.get("MODEL_SELECTOR_ORT_THREADS", "0"))
+        # The onnxruntime backend's own parameter; the small graphs set 1 thread.
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        threads = int(parameters.get("intra_op_thread_count", os.environ.get("MODEL_SELECTOR_ORT_THREADS", "0")))
         if threads:
             options.intra_op_num_threads = threads
+        # Several sessions share the CPU cores here: idle thread pools must sleep, not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model_path = version_dir / "model.onnx"
         self.session = ort.InferenceSession(str(self.model_path), options,
                                             providers=["CPUExecutionProvider"])

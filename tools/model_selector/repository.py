@@ -52,10 +52,13 @@ def _batching(config: mc.ModelConfig, delay_us: int) -> None:
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
 
 
-def _onnx_config(name: str, shape: RepositoryShape, max_batch: int) -> mc.ModelConfig:
+def _onnx_config(name: str, shape: RepositoryShape, max_batch: int, threads: int | None = None) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend="onnxruntime", max_batch_size=max_batch)
     kind = mc.ModelInstanceGroup.KIND_GPU if shape.device == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=kind, count=1)
+    if threads:
+        # Tiny graphs: a thread pool costs more than it saves and competes with the embedding.
+        config.parameters["intra_op_thread_count"].string_value = str(threads)
     return config
 
 
@@ -80,7 +83,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _batching(emb, 2000)
     configs[EMBEDDING] = emb
 
-    clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE)
+    clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
     _tensor(clf.input, "input_ids", mc.TYPE_INT64, [-1])
     _tensor(clf.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(clf.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
@@ -89,7 +92,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     configs[CLASSIFIER] = clf
 
     for model_name in SELECTORS.values():
-        sel = _onnx_config(model_name, shape, SELECTOR_MAX_BATCH_SIZE)
+        sel = _onnx_config(model_name, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
         _tensor(sel.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
         _tensor(sel.input, "domain_probs", mc.TYPE_FP32, [14])
         _tensor(sel.output, "scores", mc.TYPE_FP32, [shape.num_models])

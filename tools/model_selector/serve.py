@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import site
 import subprocess
 import sys
@@ -43,6 +44,17 @@ for _dir in _os.environ.get("{SITE_PACKAGES_ENV}", "").split(_os.pathsep):
 _sys.path[:] = [_p for _p in _sys.path if _p not in _before] + _before
 del _os, _site, _sys, _before
 '''
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free on localhost right now."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 class ServeError(RuntimeError):

@@ -2,6 +2,8 @@
 
 Each request's rows are padded to one length rounded up to a bucket (parameter `bucket`),
 so that requests of similar length reach `text_embedding` with equal shapes and batch.
+Padding every request of an execution to one common length batches more, but on CPU the
+padding costs more than batching saves (measured: docs/performance.md).
 """
 
 import json
