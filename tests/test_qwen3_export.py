@@ -86,3 +86,34 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
     assert served.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+def test_fp16_export_agrees_with_fp32(tiny_qwen3, tmp_path):
+    """The GPU profiles serve an fp16 graph; its output stays fp32 and close to the fp32 graph's."""
+    from model_selector.embed import OnnxEmbedder
+
+    backbone = resolve_backbone(str(tiny_qwen3))
+    tokenizer_path = tmp_path / "tokenizer.json"
+    write_tokenizer(backbone, tokenizer_path)
+    vectors = {}
+    for precision in ("fp32", "fp16"):
+        path = tmp_path / precision / "model.onnx"
+        export_onnx(backbone, path, fp16=precision == "fp16")
+        vectors[precision] = OnnxEmbedder(path, tokenizer_path, backbone.pad_id).embed_batch(TEXTS)
+    assert vectors["fp16"].dtype == np.float32
+    assert (vectors["fp16"] * vectors["fp32"]).sum(axis=1).min() > 0.99
+
+
+def test_gpu_tensorrt_profile_config():
+    config = repo.model_configs(repo.RepositoryShape(1024, 10, 151643, "gpu-tensorrt", 512))[repo.EMBEDDING]
+    assert config.instance_group[0].kind == repo.mc.ModelInstanceGroup.KIND_GPU
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32, repo.MAX_BATCH_SIZE]
+    assert [w.batch_size for w in config.model_warmup] == [1, repo.MAX_BATCH_SIZE]
+    (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert trt.parameters["trt_engine_cache_enable"] == "1"
+    assert trt.parameters["trt_profile_max_shapes"] == f"input_ids:{repo.MAX_BATCH_SIZE}x512,attention_mask:{repo.MAX_BATCH_SIZE}x512"
+    cuda = repo.model_configs(repo.RepositoryShape(1024, 10, 151643, "gpu-fp16", 512))[repo.EMBEDDING]
+    assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator and cuda.model_warmup
+    # Parses back as Triton reads it.
+    assert repo.read_config_text(text_format.MessageToString(config)) == config

@@ -91,6 +91,23 @@ def train_classifier(embedder, train: Benchmark, queries: np.ndarray, questions:
                                    np.concatenate([labels, labels, topic_labels]), weights)
 
 
+def _export_fp16(backbone, embedding_path: Path, tokenizer_path: Path, probe: list[str]) -> float:
+    """Replace the served embedding graph with its fp16 export. Everything downstream was trained on
+    the fp32 graph's vectors; returns the lowest cosine between the two on `probe` texts."""
+    from .embed import OnnxEmbedder
+    from .export import export_onnx
+
+    fp32 = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id).embed_batch(probe)
+    export_onnx(backbone, embedding_path, fp16=True)
+    fp16 = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id).embed_batch(probe)
+    agreement = float((fp32 * fp16).sum(axis=1).min())
+    log.info("fp16 embedding graph: lowest cosine to the fp32 one on %d texts: %.5f", len(probe), agreement)
+    if agreement < 0.99:
+        raise RuntimeError(f"the fp16 export of {backbone.name} disagrees with fp32 (cosine {agreement:.4f}); "
+                           "build with --device gpu instead")
+    return round(agreement, 5)
+
+
 def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from .embed import OnnxEmbedder
@@ -152,7 +169,10 @@ def build(options: BuildOptions) -> dict:
     _save_onnx(classifier.to_onnx(), repository / repo.CLASSIFIER / repo.VERSION / "model.onnx")
     for algorithm, selector in selectors.items():
         _save_onnx(selector.to_onnx(), repository / repo.SELECTORS[algorithm] / repo.VERSION / "model.onnx")
-    repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device))
+    if options.device in repo.FP16_DEVICES:
+        fp16_agreement = _export_fp16(backbone, embedding_path, tokenizer_path, test.queries[:64])
+    repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device,
+                                                        backbone.max_length))
     repo.copy_python_models(repository)
 
     decision_dir = repository / repo.DECISION / repo.VERSION
@@ -162,6 +182,7 @@ def build(options: BuildOptions) -> dict:
 
     test_complete = test.complete_rows()
     metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4),
+               **({"fp16_embedding_min_cosine_to_fp32": fp16_agreement} if options.device in repo.FP16_DEVICES else {}),
                "domain_accuracy_short_questions": round(short_accuracy, 4), "n_train_selectors": len(x),
                "n_heldout": len(test)}
     for algorithm, selector in selectors.items() if options.records is None else ():

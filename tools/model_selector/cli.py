@@ -31,8 +31,10 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
                         help="your benchmark records (JSONL, one line per query x model) to train the selectors on; "
                              "default: the shipped MMLU-Pro tables (the domain classifier always uses those)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write")
-    parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu",
-                        help="instance kind of the ONNX models in the production configs (local serving always uses CPU)")
+    parser.add_argument("--device", choices=["cpu", "gpu", "gpu-fp16", "gpu-tensorrt"], default="gpu",
+                        help="production profile of the ONNX models: gpu (CUDA, fp32), gpu-fp16 (CUDA, fp16 "
+                             "embedding), gpu-tensorrt (TensorRT fp16, shape profiles, engine cache) or cpu; "
+                             "local serving always runs on CPU")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/model-selector)")
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
 

@@ -107,10 +107,9 @@ def write_tokenizer(backbone: Backbone, out_path: Path) -> None:
 class PooledEncoder(torch.nn.Module):
     """(input_ids, attention_mask) -> L2-normalised pooled embedding."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = AutoModel.from_pretrained(str(backbone.source), attn_implementation="eager",
-                                               dtype=torch.float32).eval()
+        self.model = AutoModel.from_pretrained(str(backbone.source), attn_implementation="eager", dtype=dtype).eval()
         self.pooling = backbone.pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -126,12 +125,14 @@ class PooledEncoder(torch.nn.Module):
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
             last = (positions * attention_mask).argmax(dim=1)
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+        # fp32 out whatever the compute precision: the served contract is TYPE_FP32.
+        return torch.nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
 
 
-def export_onnx(backbone: Backbone, out_path: Path) -> int:
-    """Export the pooled encoder to `out_path`; returns the embedding dimension."""
-    module = PooledEncoder(backbone)
+def export_onnx(backbone: Backbone, out_path: Path, fp16: bool = False) -> int:
+    """Export the pooled encoder to `out_path` (weights and compute in fp16 when asked, for GPUs);
+    returns the embedding dimension."""
+    module = PooledEncoder(backbone, torch.float16 if fp16 else torch.float32)
     sample_ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]], dtype=torch.int64)
     sample_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.int64)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def export_onnx(backbone: Backbone, out_path: Path) -> int:
     tmp_dir = out_path.parent / "_export"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir()
-    log.info("exporting %s (%s pooling) to ONNX", backbone.name, backbone.pooling)
+    log.info("exporting %s (%s pooling, %s) to ONNX", backbone.name, backbone.pooling, "fp16" if fp16 else "fp32")
     with torch.no_grad():
         dim = int(module(sample_ids, sample_mask).shape[-1])
         torch.onnx.export(

@@ -36,12 +36,24 @@ VERSION = "1"
 TEMPLATE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
 
+# Production profiles of the ONNX models (local serving always runs them on CPU):
+#   cpu           KIND_CPU
+#   gpu           KIND_GPU, CUDA execution provider, fp32 embedding
+#   gpu-fp16      KIND_GPU, CUDA execution provider, fp16 embedding, warmup, preferred batch sizes
+#   gpu-tensorrt  KIND_GPU, TensorRT execution provider in fp16 with shape profiles and an
+#                 engine cache (CUDA for what TensorRT cannot run), fp16 embedding, warmup
+DEVICES = ("cpu", "gpu", "gpu-fp16", "gpu-tensorrt")
+FP16_DEVICES = ("gpu-fp16", "gpu-tensorrt")
+TRT_ENGINE_CACHE = "/tmp/model-selector-trt-cache"
+
+
 @dataclass(frozen=True)
 class RepositoryShape:
     embedding_dim: int
     num_models: int
     pad_id: int
-    device: str = "gpu"  # instance kind of the ONNX models in production: "gpu" | "cpu"
+    device: str = "gpu"  # one of DEVICES
+    max_length: int = 512  # the backbone's token limit: the TensorRT shape profile's longest sequence
 
 
 def _tensor(container, name: str, dtype: int, dims: list[int]) -> None:
@@ -54,12 +66,39 @@ def _batching(config: mc.ModelConfig, delay_us: int) -> None:
 
 def _onnx_config(name: str, shape: RepositoryShape, max_batch: int, threads: int | None = None) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend="onnxruntime", max_batch_size=max_batch)
-    kind = mc.ModelInstanceGroup.KIND_GPU if shape.device == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    kind = mc.ModelInstanceGroup.KIND_CPU if shape.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU
     config.instance_group.add(kind=kind, count=1)
     if threads:
         # Tiny graphs: a thread pool costs more than it saves and competes with the embedding.
         config.parameters["intra_op_thread_count"].string_value = str(threads)
     return config
+
+
+def _gpu_embedding_profile(config: mc.ModelConfig, shape: RepositoryShape) -> None:
+    """Preferred batch sizes, warmup at the smallest and the largest shape, and for TensorRT the
+    fp16 engine with one dynamic profile over batch and sequence length, cached on disk."""
+    config.dynamic_batching.preferred_batch_size.extend([8, 16, 32, MAX_BATCH_SIZE])
+    for batch, length in ((1, 16), (MAX_BATCH_SIZE, 128)):
+        warmup = config.model_warmup.add(name=f"batch{batch}_len{length}", batch_size=batch)
+        for name in ("input_ids", "attention_mask"):
+            warmup.inputs[name].data_type = mc.TYPE_INT64
+            warmup.inputs[name].dims.append(length)
+            warmup.inputs[name].zero_data = True
+    if shape.device == "gpu-tensorrt":
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+
+        def profile(batch: int, length: int) -> str:
+            return f"input_ids:{batch}x{length},attention_mask:{batch}x{length}"
+
+        accelerator.parameters.update({
+            "precision_mode": "FP16",
+            "max_workspace_size_bytes": str(4 << 30),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": TRT_ENGINE_CACHE,
+            "trt_profile_min_shapes": profile(1, 1),
+            "trt_profile_opt_shapes": profile(32, 64),
+            "trt_profile_max_shapes": profile(MAX_BATCH_SIZE, shape.max_length),
+        })
 
 
 def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
@@ -81,6 +120,8 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _tensor(emb.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(emb.output, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
     _batching(emb, 2000)
+    if shape.device in FP16_DEVICES:
+        _gpu_embedding_profile(emb, shape)
     configs[EMBEDDING] = emb
 
     clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
@@ -153,4 +194,8 @@ def copy_python_models(repository: Path, names: tuple[str, ...] = PYTHON_MODELS)
 
 
 def read_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
+    return read_config_text(path.read_text())
+
+
+def read_config_text(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
