@@ -67,14 +67,21 @@ class EmbeddingCache:
             self._vectors[key] = vector
 
 
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """Several sessions take turns on the same cores: idle thread pools sleep instead of spinning."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxEmbedder:
     """Tokenize and embed in-process with the repository's tokenizer.json and model.onnx."""
 
     def __init__(self, model_path: Path, tokenizer_path: Path, pad_id: int, threads: int | None = None):
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_path), session_options(threads or 0),
+                                            providers=["CPUExecutionProvider"])
         self.tokenizer = TextTokenizer(tokenizer_path, pad_id)
         self.key = fingerprint(model_path, tokenizer_path)
 

@@ -20,7 +20,7 @@ from .config import DOMAINS, RouterConfig, load_config
 from .contract import SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, EvalSet, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, Route, expected_cost_per_1k
-from .embed import OnnxEmbedder
+from .embed import OnnxEmbedder, session_options
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ class InProcessRouter:
                                      repository / repo.TOKENIZER / "1" / "tokenizer.json",
                                      manifest["backbone"]["pad_id"])
         self.sessions = {
-            name: ort.InferenceSession(str(repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+            # One thread each, as served: the graphs are tiny.
+            name: ort.InferenceSession(str(repository / name / "1" / "model.onnx"), session_options(threads=1),
+                                       providers=["CPUExecutionProvider"])
             for name in (repo.CLASSIFIER, *repo.SELECTORS.values())
         }
         decision_dir = repository / repo.DECISION / "1"

@@ -32,6 +32,7 @@ ONNX_MODELS = (EMBEDDING, CLASSIFIER, *SELECTORS.values())
 PYTHON_MODELS = (TOKENIZER, DECISION)
 MAX_BATCH_SIZE = 64
 SELECTOR_MAX_BATCH_SIZE = 256
+EMBEDDING_QUEUE_DELAY_US = 200
 VERSION = "1"
 TEMPLATE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -60,7 +61,9 @@ def _tensor(container, name: str, dtype: int, dims: list[int]) -> None:
     container.add(name=name, data_type=dtype, dims=dims)
 
 
-def _batching(config: mc.ModelConfig, delay_us: int) -> None:
+def _batching(config: mc.ModelConfig, delay_us: int = 0) -> None:
+    """Dynamic batching. Under load requests queue while a model is busy and batch anyway;
+    a queue delay only makes a lone request wait, so only the embedding has one, and a short one."""
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
 
 
@@ -109,7 +112,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _tensor(tok.output, "input_ids", mc.TYPE_INT64, [-1])
     _tensor(tok.output, "attention_mask", mc.TYPE_INT64, [-1])
     tok.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    _batching(tok, 500)
+    _batching(tok)
     tok.parameters["tokenizer_file"].string_value = "tokenizer.json"
     tok.parameters["pad_id"].string_value = str(shape.pad_id)
     tok.parameters["bucket"].string_value = "16"
@@ -119,7 +122,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _tensor(emb.input, "input_ids", mc.TYPE_INT64, [-1])
     _tensor(emb.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(emb.output, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
-    _batching(emb, 2000)
+    _batching(emb, EMBEDDING_QUEUE_DELAY_US)
     if shape.device in FP16_DEVICES:
         _gpu_embedding_profile(emb, shape)
     configs[EMBEDDING] = emb
@@ -129,7 +132,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _tensor(clf.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(clf.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
     _tensor(clf.output, "domain_probs", mc.TYPE_FP32, [14])
-    _batching(clf, 100)
+    _batching(clf)
     configs[CLASSIFIER] = clf
 
     for model_name in SELECTORS.values():
@@ -137,7 +140,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
         _tensor(sel.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
         _tensor(sel.input, "domain_probs", mc.TYPE_FP32, [14])
         _tensor(sel.output, "scores", mc.TYPE_FP32, [shape.num_models])
-        _batching(sel, 100)
+        _batching(sel)
         configs[model_name] = sel
 
     dec = mc.ModelConfig(name=DECISION, backend="python", max_batch_size=MAX_BATCH_SIZE)
@@ -147,7 +150,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     for name in ENSEMBLE_OUTPUTS:
         _tensor(dec.output, name, mc.TYPE_STRING if name in STRING_OUTPUTS else mc.TYPE_FP32, [1])
     dec.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    _batching(dec, 100)
+    _batching(dec)
     dec.parameters["router_config"].string_value = "router.yaml"
     dec.parameters["selectors"].string_value = "selectors.json"
     configs[DECISION] = dec
