@@ -131,3 +131,20 @@ def test_domain_quality_table_weights_queries_by_domain_probability():
     np.testing.assert_allclose(table[0], (2 * quality[0] + 5 * overall) / 7, rtol=1e-6)
     np.testing.assert_allclose(table[1], (quality[2] + 5 * overall) / 6, rtol=1e-6)
     np.testing.assert_allclose(table[2:], np.tile(overall, (len(DOMAINS) - 2, 1)), rtol=1e-6)  # no data: the mean
+
+
+def test_combined_heads_equal_their_parts(data, classifier, prior):
+    """router_heads is the classifier and the selectors in one graph: same outputs as each alone."""
+    from model_selector.onnx_graphs import combine_heads
+
+    embedder, x, train, x_test, test = data
+    selectors = {"knn": train_knn(x, train.performance, KnnSettings(k=10), prior),
+                 "kmeans": train_kmeans(x, train.performance, KmeansSettings(n_clusters=8), prior)}
+    heads = combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
+    input_ids, attention_mask = embedder.tokenizer.encode(test.queries[:50])
+    session = ort.InferenceSession(heads.SerializeToString(), providers=["CPUExecutionProvider"])
+    probs, knn, kmeans = session.run(["domain_probs", "knn_scores", "kmeans_scores"], {
+        "input_ids": input_ids, "attention_mask": attention_mask, "embedding": x_test[:50]})
+    np.testing.assert_allclose(probs, classifier.predict(input_ids, attention_mask, x_test[:50]), atol=1e-5)
+    np.testing.assert_allclose(knn, selectors["knn"].predict(x_test[:50], probs), atol=1e-5)
+    np.testing.assert_allclose(kmeans, selectors["kmeans"].predict(x_test[:50], probs), atol=1e-5)

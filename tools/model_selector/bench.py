@@ -26,7 +26,7 @@ from .data import DEFAULT_DATA_DIR, load_mmlu_pro, load_short_questions, split_t
 
 log = logging.getLogger(__name__)
 
-COMPOSING_MODELS = (repo.TOKENIZER, repo.EMBEDDING, repo.CLASSIFIER, *repo.SELECTORS.values(), repo.DECISION)
+COMPOSING_MODELS = (repo.TOKENIZER, repo.EMBEDDING, repo.HEADS, repo.DECISION)
 SHORT_QUESTION_CHARS = 200
 
 
@@ -225,6 +225,8 @@ def inprocess_baseline(repository: Path, queries: list[str], requests: int) -> d
 def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int = 20) -> dict:
     """Our KNN step (the knn_selector graph at batch 1) beside the reference's: a scikit-learn
     BallTree built over every stored (query, model) record on each request, k = 5, vote per model."""
+    import onnx
+    import onnx.utils
     import onnxruntime as ort
     from sklearn.neighbors import BallTree
 
@@ -246,8 +248,9 @@ def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int 
     record_model = np.tile(np.arange(n_models), len(x_train))
     record_quality = train.performance.reshape(-1)
 
-    session = ort.InferenceSession(str(repository / repo.SELECTORS["knn"] / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    heads = onnx.load(str(repository / repo.HEADS / "1" / "model.onnx"))
+    knn = onnx.utils.Extractor(heads).extract_model(["embedding", "domain_probs"], ["knn_scores"])
+    session = ort.InferenceSession(knn.SerializeToString(), providers=["CPUExecutionProvider"])
     probs = np.full((1, len(DOMAINS)), 1.0 / len(DOMAINS), dtype=np.float32)
     for _ in range(20):
         session.run(None, {"embedding": x_test[:1], "domain_probs": probs})

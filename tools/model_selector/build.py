@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from scipy import sparse
 
+from . import onnx_graphs
 from . import repository as repo
 from .config import RouterConfig, load_config
 from .data import (DEFAULT_DATA_DIR, DOMAIN_TOPICS, Benchmark, data_files, file_checksum, load_domain_topics,
@@ -166,9 +167,8 @@ def build(options: BuildOptions) -> dict:
         expected_tokens = records.expected_output_tokens()
     selectors = train_selectors(x, domain_probs, quality, config.model_selection, models)
 
-    _save_onnx(classifier.to_onnx(), repository / repo.CLASSIFIER / repo.VERSION / "model.onnx")
-    for algorithm, selector in selectors.items():
-        _save_onnx(selector.to_onnx(), repository / repo.SELECTORS[algorithm] / repo.VERSION / "model.onnx")
+    heads = onnx_graphs.combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
+    _save_onnx(heads, repository / repo.HEADS / repo.VERSION / "model.onnx")
     if options.device in repo.FP16_DEVICES:
         fp16_agreement = _export_fp16(backbone, embedding_path, tokenizer_path, test.queries[:64])
     repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device,

@@ -43,12 +43,9 @@ class InProcessRouter:
         self.embedder = OnnxEmbedder(repository / repo.EMBEDDING / "1" / "model.onnx",
                                      repository / repo.TOKENIZER / "1" / "tokenizer.json",
                                      manifest["backbone"]["pad_id"])
-        self.sessions = {
-            # One thread each, as served: the graphs are tiny.
-            name: ort.InferenceSession(str(repository / name / "1" / "model.onnx"), session_options(threads=1),
-                                       providers=["CPUExecutionProvider"])
-            for name in (repo.CLASSIFIER, *repo.SELECTORS.values())
-        }
+        # One thread, as served: the graph is tiny.
+        self.heads_session = ort.InferenceSession(str(repository / repo.HEADS / "1" / "model.onnx"),
+                                                  session_options(threads=1), providers=["CPUExecutionProvider"])
         decision_dir = repository / repo.DECISION / "1"
         self.config: RouterConfig = load_config(decision_dir / "router.yaml")
         selectors = json.loads((decision_dir / "selectors.json").read_text())
@@ -59,10 +56,10 @@ class InProcessRouter:
     def heads(self, input_ids: np.ndarray, attention_mask: np.ndarray,
               embeddings: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Domain probabilities and every selector's scores for one batch of token tensors and embeddings."""
-        probs = self.sessions[repo.CLASSIFIER].run(None, {
-            "input_ids": input_ids, "attention_mask": attention_mask, "embedding": embeddings})[0]
-        inputs = {"embedding": embeddings, "domain_probs": probs}
-        return probs, {a: self.sessions[repo.SELECTORS[a]].run(None, inputs)[0] for a in SELECTOR_ALGORITHMS}
+        outputs = ["domain_probs", *(f"{a}_scores" for a in SELECTOR_ALGORITHMS)]
+        probs, *scores = self.heads_session.run(outputs, {
+            "input_ids": input_ids, "attention_mask": attention_mask, "embedding": embeddings})
+        return probs, dict(zip(SELECTOR_ALGORITHMS, scores))
 
     def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Batched, with the embedding cache: for evaluating many queries."""

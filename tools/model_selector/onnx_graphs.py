@@ -205,3 +205,46 @@ def rbf_svm_probabilities(vectors: np.ndarray, dual_coef: np.ndarray, intercept:
     ]
     out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", dual_coef.shape[1]])
     return _model(nodes, [_embedding_input(dim)], [out], inits, "svm_selector")
+
+
+SHARED_TENSORS = ("input_ids", "attention_mask", "embedding", "domain_probs")
+
+
+def _renamed_into(target: onnx.GraphProto, source: onnx.GraphProto, prefix: str, renames: dict[str, str]) -> None:
+    """Copy `source`'s nodes and initializers into `target`, every private name under `prefix/`."""
+    def rename(name: str) -> str:
+        if name in renames:
+            return renames[name]
+        return name if name in SHARED_TENSORS or not name else f"{prefix}/{name}"
+
+    for node in source.node:
+        copy = target.node.add()
+        copy.CopyFrom(node)
+        copy.name = f"{prefix}/{node.name}" if node.name else ""
+        copy.input[:] = [rename(name) for name in node.input]
+        copy.output[:] = [rename(name) for name in node.output]
+    for initializer in source.initializer:
+        copy = target.initializer.add()
+        copy.CopyFrom(initializer)
+        copy.name = rename(initializer.name)
+
+
+def combine_heads(classifier: onnx.ModelProto, selectors: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
+    """One graph for everything after the embedding: the domain classifier and every selector.
+
+    In: input_ids, attention_mask, embedding. Out: domain_probs and `<algorithm>_scores`.
+    One model instead of four saves a sequential hop and three model instances per query
+    (docs/performance.md); each part stays the exact graph its tests check.
+    """
+    graph = helper.make_graph([], "router_heads", list(classifier.graph.input), list(classifier.graph.output))
+    _renamed_into(graph, classifier.graph, "classifier", {})
+    for algorithm, model in selectors.items():
+        output = f"{algorithm}_scores"
+        _renamed_into(graph, model.graph, algorithm, {"scores": output})
+        info = graph.output.add()
+        info.CopyFrom(model.graph.output[0])
+        info.name = output
+    combined = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="model-selector")
+    combined.ir_version = 8
+    onnx.checker.check_model(combined)
+    return combined

@@ -4,10 +4,9 @@
 model_selector/     ensemble: query -> the six outputs
 tokenizer/          python: query -> input_ids, attention_mask (padded to a bucket)
 text_embedding/     onnxruntime: input_ids, attention_mask -> embedding (pooled, L2-normalised)
-domain_classifier/  onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14]
-knn_selector/       onnxruntime: embedding, domain_probs -> scores [M] (predicted quality per catalog model)
-kmeans_selector/    onnxruntime: embedding, domain_probs -> scores [M]
-svm_selector/       onnxruntime: embedding, domain_probs -> scores [M]
+router_heads/       onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14] and
+                    knn_scores, kmeans_scores, svm_scores [M] (predicted quality per catalog
+                    model): the domain classifier and the three selectors in one graph
 decision/           python: domain_probs + scores -> selected_model, decision, ... (router.yaml)
 ```
 """
@@ -25,10 +24,9 @@ from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, SELECTOR_ALGORITHMS, STRING_OU
 
 TOKENIZER = "tokenizer"
 EMBEDDING = "text_embedding"
-CLASSIFIER = "domain_classifier"
-SELECTORS = {algorithm: f"{algorithm}_selector" for algorithm in SELECTOR_ALGORITHMS}
+HEADS = "router_heads"
 DECISION = "decision"
-ONNX_MODELS = (EMBEDDING, CLASSIFIER, *SELECTORS.values())
+ONNX_MODELS = (EMBEDDING, HEADS)
 PYTHON_MODELS = (TOKENIZER, DECISION)
 MAX_BATCH_SIZE = 64
 SELECTOR_MAX_BATCH_SIZE = 256
@@ -127,25 +125,19 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
         _gpu_embedding_profile(emb, shape)
     configs[EMBEDDING] = emb
 
-    clf = _onnx_config(CLASSIFIER, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
-    _tensor(clf.input, "input_ids", mc.TYPE_INT64, [-1])
-    _tensor(clf.input, "attention_mask", mc.TYPE_INT64, [-1])
-    _tensor(clf.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
-    _tensor(clf.output, "domain_probs", mc.TYPE_FP32, [14])
-    _batching(clf)
-    configs[CLASSIFIER] = clf
-
-    for model_name in SELECTORS.values():
-        sel = _onnx_config(model_name, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
-        _tensor(sel.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
-        _tensor(sel.input, "domain_probs", mc.TYPE_FP32, [14])
-        _tensor(sel.output, "scores", mc.TYPE_FP32, [shape.num_models])
-        _batching(sel)
-        configs[model_name] = sel
+    heads = _onnx_config(HEADS, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
+    _tensor(heads.input, "input_ids", mc.TYPE_INT64, [-1])
+    _tensor(heads.input, "attention_mask", mc.TYPE_INT64, [-1])
+    _tensor(heads.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
+    _tensor(heads.output, "domain_probs", mc.TYPE_FP32, [14])
+    for algorithm in SELECTOR_ALGORITHMS:
+        _tensor(heads.output, f"{algorithm}_scores", mc.TYPE_FP32, [shape.num_models])
+    _batching(heads)
+    configs[HEADS] = heads
 
     dec = mc.ModelConfig(name=DECISION, backend="python", max_batch_size=MAX_BATCH_SIZE)
     _tensor(dec.input, "domain_probs", mc.TYPE_FP32, [14])
-    for algorithm in SELECTORS:
+    for algorithm in SELECTOR_ALGORITHMS:
         _tensor(dec.input, f"{algorithm}_scores", mc.TYPE_FP32, [shape.num_models])
     for name in ENSEMBLE_OUTPUTS:
         _tensor(dec.output, name, mc.TYPE_STRING if name in STRING_OUTPUTS else mc.TYPE_FP32, [1])
@@ -168,14 +160,10 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
 
     step(TOKENIZER, {"query": "query"}, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"})
     step(EMBEDDING, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"}, {"embedding": "_embedding"})
-    step(CLASSIFIER, {"input_ids": "_input_ids", "attention_mask": "_attention_mask", "embedding": "_embedding"},
-         {"domain_probs": "_domain_probs"})
-    for algorithm, model_name in SELECTORS.items():
-        step(model_name, {"embedding": "_embedding", "domain_probs": "_domain_probs"},
-             {"scores": f"_{algorithm}_scores"})
-    step(DECISION,
-         {"domain_probs": "_domain_probs", **{f"{a}_scores": f"_{a}_scores" for a in SELECTORS}},
-         {name: name for name in ENSEMBLE_OUTPUTS})
+    scores = {f"{a}_scores": f"_{a}_scores" for a in SELECTOR_ALGORITHMS}
+    step(HEADS, {"input_ids": "_input_ids", "attention_mask": "_attention_mask", "embedding": "_embedding"},
+         {"domain_probs": "_domain_probs", **scores})
+    step(DECISION, {"domain_probs": "_domain_probs", **scores}, {name: name for name in ENSEMBLE_OUTPUTS})
     configs[ENSEMBLE] = ens
     return configs
 
