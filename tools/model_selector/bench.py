@@ -223,7 +223,7 @@ def inprocess_baseline(repository: Path, queries: list[str], requests: int) -> d
 
 
 def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int = 20) -> dict:
-    """Our KNN step (the knn_selector graph at batch 1) beside the reference's: a scikit-learn
+    """Our KNN step (the KNN part of router_heads, at batch 1) beside the reference's: a scikit-learn
     BallTree built over every stored (query, model) record on each request, k = 5, vote per model."""
     import onnx
     import onnx.utils
@@ -231,14 +231,12 @@ def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int 
     from sklearn.neighbors import BallTree
 
     from .config import DOMAINS, load_config
-    from .embed import OnnxEmbedder
+    from .evaluate import repository_embedder
 
-    manifest = json.loads((repository / "manifest.json").read_text())
     config = load_config(repository / repo.DECISION / repo.VERSION / "router.yaml")
     train, test = split_train_test(load_mmlu_pro(config.model_names))
     train = train.subset(train.complete_rows())
-    embedder = OnnxEmbedder(repository / repo.EMBEDDING / "1" / "model.onnx",
-                            repository / repo.TOKENIZER / "1" / "tokenizer.json", manifest["backbone"]["pad_id"])
+    embedder = repository_embedder(repository)
     x_train = embedder.embed(train.queries, cache_dir, description="reference records")
     x_test = embedder.embed(test.queries[:queries], cache_dir, description="knn queries")
     onehot = np.eye(len(DOMAINS), dtype=np.float32)

@@ -60,7 +60,9 @@ def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
                               "version": _versions()["model-selector"]}).encode())
-    inputs = [Path(options.config), DOMAIN_TOPICS, *data_files(options.data_dir)] + ([Path(options.records)] if options.records else [])
+    inputs = [Path(options.config), DOMAIN_TOPICS, *data_files(options.data_dir)]
+    if options.records:
+        inputs.append(Path(options.records))
     digest.update(file_checksum(*inputs).encode())
     for name in ("config.json", "tokenizer.json"):
         digest.update((backbone_source / name).read_bytes())

@@ -35,14 +35,18 @@ def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalS
     return EvalSet(test.queries, test.categories, catalog, test.performance, test.output_tokens)
 
 
+def repository_embedder(repository: Path) -> OnnxEmbedder:
+    """The embedding graph and tokenizer of a built repository, run in this process."""
+    manifest = json.loads((repository / "manifest.json").read_text())
+    return OnnxEmbedder(repository / repo.EMBEDDING / repo.VERSION / "model.onnx",
+                        repository / repo.TOKENIZER / repo.VERSION / "tokenizer.json", manifest["backbone"]["pad_id"])
+
+
 class InProcessRouter:
     """The repository's ONNX graphs and decision engine, run in this process."""
 
     def __init__(self, repository: Path):
-        manifest = json.loads((repository / "manifest.json").read_text())
-        self.embedder = OnnxEmbedder(repository / repo.EMBEDDING / "1" / "model.onnx",
-                                     repository / repo.TOKENIZER / "1" / "tokenizer.json",
-                                     manifest["backbone"]["pad_id"])
+        self.embedder = repository_embedder(repository)
         # One thread, as served: the graph is tiny.
         self.heads_session = ort.InferenceSession(str(repository / repo.HEADS / "1" / "model.onnx"),
                                                   session_options(threads=1), providers=["CPUExecutionProvider"])

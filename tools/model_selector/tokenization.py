@@ -15,6 +15,16 @@ from tokenizers import Tokenizer
 DEFAULT_BUCKET = 16
 
 
+def token_counts(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int):
+    """[rows, vocab] count of each token id among the real (unmasked) positions."""
+    from scipy import sparse  # here, not at the top: the tokenizer python model must not need scipy
+
+    rows, cols = np.nonzero(attention_mask)
+    counts = sparse.coo_matrix((np.ones(len(rows), dtype=np.float64), (rows, input_ids[rows, cols])),
+                               shape=(input_ids.shape[0], vocab_size))
+    return counts.tocsr()  # duplicates summed
+
+
 class TextTokenizer:
     def __init__(self, tokenizer_json: str | Path, pad_id: int, bucket: int = DEFAULT_BUCKET):
         self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
@@ -48,8 +58,6 @@ class TextTokenizer:
     def token_counts(self, texts: list[str], chunk: int = 1024):
         """[len(texts), vocab] sparse count of each token id in each text, as served (truncated)."""
         from scipy import sparse
-
-        from .train import token_counts
 
         parts = [token_counts(*self.encode(texts[i:i + chunk]), self.vocab_size) for i in range(0, len(texts), chunk)]
         return sparse.vstack(parts).tocsr() if parts else sparse.csr_matrix((0, self.vocab_size))

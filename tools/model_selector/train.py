@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import onnx_graphs
 from .config import DOMAINS, KmeansSettings, KnnSettings, SelectorSettings, SvmSettings
+from .tokenization import token_counts
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def token_counts(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int) -> sparse.csr_matrix:
-    """[rows, vocab] count of each token id among the real (unmasked) positions."""
-    rows, cols = np.nonzero(attention_mask)
-    counts = sparse.coo_matrix((np.ones(len(rows), dtype=np.float64), (rows, input_ids[rows, cols])),
-                               shape=(input_ids.shape[0], vocab_size))
-    return counts.tocsr()  # duplicates summed
 
 
 def tfidf(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:

@@ -24,8 +24,7 @@ from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
-from .embed import OnnxEmbedder
-from .evaluate import COST_WEIGHTS, cost_curve, cost_matrix, summarize
+from .evaluate import COST_WEIGHTS, cost_curve, cost_matrix, repository_embedder, summarize
 from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
                     train_kmeans, train_knn, train_selectors)
 
@@ -85,14 +84,12 @@ def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_D
     """Split the training questions, embed them through the built repository, train the classifier on the fit part."""
     config = load_config(config_path)
     models = config.model_names
-    manifest = json.loads((repository / "manifest.json").read_text())
     train, _ = split_train_test(load_mmlu_pro(models, data_dir))
     train = train.subset(train.complete_rows())
     validation = np.array([is_validation_question(int(q)) for q in train.question_ids])
     fit, val = train.subset(~validation), train.subset(validation)
     log.info("tuning on %d fit and %d validation questions (held-out questions untouched)", len(fit), len(val))
-    embedder = OnnxEmbedder(repository / "text_embedding/1/model.onnx", repository / "tokenizer/1/tokenizer.json",
-                            manifest["backbone"]["pad_id"])
+    embedder = repository_embedder(repository)
     tokenizer = embedder.tokenizer
     x_fit = embedder.embed(fit.queries, cache_dir, description="fit queries")
     x_val = embedder.embed(val.queries, cache_dir, description="validation queries")
