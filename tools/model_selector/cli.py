@@ -172,14 +172,64 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .config import load_config
+    from .gateway import create_gateway_app
+
+    config = load_config(args.config)
+    if args.fallback_to_default_model:
+        config = config.model_copy(update={"gateway": config.gateway.model_copy(
+            update={"fallback_to_default_model": True})})
+    app = create_gateway_app(config, args.url, str(args.config))
+    print(f"model-selector gateway: http://{args.host}:{args.port}/v1 (routing through Triton at {args.url}; "
+          f"metrics http://{args.host}:{args.port}/metrics). Ctrl-C stops.", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_mock_llm(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .mock_llm import create_mock_app
+
+    print(f"mock LLM: http://{args.host}:{args.port}/v1 answers as any model. Ctrl-C stops.", flush=True)
+    uvicorn.run(create_mock_app(args.api_key), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    import httpx
+
     from .build import BuildOptions, build
     from .client import RouterClient, routing_headers
+    from .config import load_config
+    from .gateway import create_gateway_app, serve_in_thread
+    from .mock_llm import create_mock_app
+    from .serve import free_ports
 
     build(BuildOptions(config=args.config, repository=args.repository))
+    config = load_config(args.config)
+    mock_port, gateway_port = free_ports(2)
+    # Every model answered by the local mock LLM, so the demo needs no API keys.
+    offline = config.model_copy(update={
+        "models": [m.model_copy(update={"base_url": None}) for m in config.models],
+        "gateway": config.gateway.model_copy(update={"upstream": config.gateway.upstream.model_copy(
+            update={"base_url": f"http://127.0.0.1:{mock_port}/v1", "api_key_env": None})})})
     with _server(args) as server, RouterClient(server.grpc_url) as client:
         for query, selection in zip(DEMO_QUERIES, client.select(DEMO_QUERIES)):
             _print_headers(query, routing_headers(selection))
+        with serve_in_thread(create_mock_app(), "127.0.0.1", mock_port), \
+                serve_in_thread(create_gateway_app(offline, server.grpc_url), "127.0.0.1", gateway_port) as url:
+            request = {"model": "auto", "messages": [{"role": "user", "content": DEMO_QUERIES[0]}]}
+            print(f"\nPOST {url}/v1/chat/completions {json.dumps(request)}")
+            response = httpx.post(f"{url}/v1/chat/completions", json=request, timeout=60)
+            print(f"  status: {response.status_code}")
+            for key, value in response.headers.items():
+                if key.startswith("x-vsr-"):
+                    print(f"  {key}: {value}")
+            print(f"  answer: {response.json()['choices'][0]['message']['content']}")
     return 0
 
 
@@ -241,7 +291,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the query set as perf_analyzer --input-data JSON")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("demo", help="build if needed, serve, route example queries, stop")
+    p = sub.add_parser("gateway", help="OpenAI-compatible HTTP gateway: route chat requests to the chosen LLM")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--url", default="localhost:8001", help="Triton gRPC address of the model_selector ensemble")
+    p.add_argument("--config", type=Path, default=Path("configs/router.yaml"),
+                   help="router configuration: the model catalog and each model's endpoint")
+    p.add_argument("--fallback-to-default-model", action="store_true",
+                   help="when Triton cannot route, send requests to default_model instead of answering 503")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("mock-llm", help="a local OpenAI-compatible mock LLM for the demo and tests")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--api-key", default=None, help="require this bearer token")
+    p.set_defaults(func=cmd_mock_llm)
+
+    p = sub.add_parser("demo", help="build if needed, serve, route example queries and one chat request, stop")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))
     _serve_args(p)
     p.set_defaults(func=cmd_demo)
@@ -249,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     from .client import RouterUnavailable
     from .config import ConfigError
     from .data import DataError

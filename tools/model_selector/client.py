@@ -1,13 +1,19 @@
-"""A small gRPC client: route queries through the `model_selector` ensemble, get routing headers."""
+"""A small gRPC client: route queries through the `model_selector` ensemble, get routing headers.
+
+`RouterClient` is blocking; `AsyncRouterClient` (tritonclient's asyncio API) serves the gateway.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aio_grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, STRING_OUTPUTS
 from .decision_engine import Route
+
+UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 
 
 class RouterUnavailable(ConnectionError):
@@ -24,6 +30,26 @@ def routing_headers(route: Route) -> dict[str, str]:
         "x-vsr-selected-confidence": f"{route.confidence:.4f}",
         "x-selected-model": route.selected_model,
     }
+
+
+def _request(module, queries: list[str]):
+    data = np.array([q.encode("utf-8") for q in queries], dtype=np.object_).reshape(-1, 1)
+    tensor = module.InferInput("query", list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return [tensor], [module.InferRequestedOutput(name) for name in ENSEMBLE_OUTPUTS]
+
+
+def _routes(result, n: int) -> list[Route]:
+    columns = {}
+    for name in ENSEMBLE_OUTPUTS:
+        values = result.as_numpy(name).reshape(-1)
+        columns[name] = [v.decode("utf-8") for v in values] if name in STRING_OUTPUTS else values.tolist()
+    return [Route(**{name: columns[name][i] for name in ENSEMBLE_OUTPUTS}) for i in range(n)]
+
+
+def _unavailable(url: str, err: InferenceServerException) -> RouterUnavailable:
+    return RouterUnavailable(f"Triton at {url} is not reachable ({err.message()}); "
+                             "start it with `model-selector serve`")
 
 
 class RouterClient:
@@ -43,22 +69,36 @@ class RouterClient:
 
     def select(self, queries: list[str]) -> list[Route]:
         """Route a batch of queries in one request."""
-        data = np.array([q.encode("utf-8") for q in queries], dtype=np.object_).reshape(-1, 1)
-        tensor = grpcclient.InferInput("query", list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in ENSEMBLE_OUTPUTS]
+        inputs, outputs = _request(grpcclient, queries)
         try:
-            result = self._client.infer(ENSEMBLE, [tensor], outputs=outputs, client_timeout=self.timeout_s)
+            result = self._client.infer(ENSEMBLE, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as err:
-            if err.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"):
-                raise RouterUnavailable(f"Triton at {self.url} is not reachable ({err.message()}); "
-                                        "start it with `model-selector serve`") from None
+            if err.status() in UNREACHABLE:
+                raise _unavailable(self.url, err) from None
             raise
-        columns = {}
-        for name in ENSEMBLE_OUTPUTS:
-            values = result.as_numpy(name).reshape(-1)
-            columns[name] = [v.decode("utf-8") for v in values] if name in STRING_OUTPUTS else values.tolist()
-        return [Route(**{name: columns[name][i] for name in ENSEMBLE_OUTPUTS}) for i in range(len(queries))]
+        return _routes(result, len(queries))
+
+
+class AsyncRouterClient:
+    """The asyncio twin of `RouterClient`; create and use it inside one event loop."""
+
+    def __init__(self, url: str = "localhost:8001", timeout_s: float = 30.0):
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = aio_grpcclient.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def select(self, queries: list[str]) -> list[Route]:
+        inputs, outputs = _request(aio_grpcclient, queries)
+        try:
+            result = await self._client.infer(ENSEMBLE, inputs, outputs=outputs, client_timeout=self.timeout_s)
+        except InferenceServerException as err:
+            if err.status() in UNREACHABLE:
+                raise _unavailable(self.url, err) from None
+            raise
+        return _routes(result, len(queries))
 
 
 def route(query: str, url: str = "localhost:8001") -> dict[str, str]:

@@ -8,6 +8,7 @@ Every problem is reported as one `ConfigError` naming the file, the decision and
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -30,9 +31,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+URL_PATTERN = r"^https?://[^\s/]+"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class CatalogModel(_Strict):
     name: str = Field(min_length=1)
     price_per_million_output_tokens: float = Field(ge=0)
+    # Where the gateway sends this model's requests; unset fields come from `gateway.upstream`.
+    base_url: str | None = Field(default=None, pattern=URL_PATTERN)
+    upstream_model: str | None = Field(default=None, min_length=1)
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+
+
+class Upstream(_Strict):
+    """The default OpenAI-compatible endpoint of every catalog model."""
+    base_url: str = Field(default="http://127.0.0.1:9000/v1", pattern=URL_PATTERN)
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+
+class GatewaySettings(_Strict):
+    upstream: Upstream = Upstream()
+    # When Triton cannot route a request: answer 503 (false) or send it to `default_model`.
+    fallback_to_default_model: bool = False
+    routing_timeout_s: float = Field(default=5.0, gt=0)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as what a catalog model is called upstream."""
+    base_url: str
+    model: str
+    api_key_env: str | None
 
 
 # domain_prior_weight: share of the domain prior (expected quality per domain and model) in
@@ -109,6 +140,7 @@ class RouterConfig(_Strict):
     cost_weight: float = Field(default=0.0, ge=0)
     model_selection: SelectorSettings = SelectorSettings()
     decisions: list[Decision] = Field(default_factory=list)
+    gateway: GatewaySettings = GatewaySettings()
 
     @property
     def model_names(self) -> list[str]:
@@ -116,6 +148,13 @@ class RouterConfig(_Strict):
 
     def price(self, model: str) -> float:
         return next(m.price_per_million_output_tokens for m in self.models if m.name == model)
+
+    def endpoint(self, model: str) -> Endpoint:
+        entry = next(m for m in self.models if m.name == model)
+        upstream = self.gateway.upstream
+        return Endpoint(base_url=(entry.base_url or upstream.base_url).rstrip("/"),
+                        model=entry.upstream_model or entry.name,
+                        api_key_env=entry.api_key_env or upstream.api_key_env)
 
     def decision_cost_weight(self, decision: Decision) -> float:
         return self.cost_weight if decision.cost_weight is None else decision.cost_weight
