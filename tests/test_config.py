@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 
-from model_selector.config import ConfigError, load_config, parse_config
+from model_selector.config import ConfigError, Endpoint, load_config, parse_config
 
 from .conftest import CONFIG
 
@@ -87,3 +88,20 @@ def test_unreadable_files(tmp_path):
     bad.write_text("decisions: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_gateway_endpoints_default_to_the_upstream_and_can_be_overridden(raw):
+    raw["models"][0].update(base_url="https://api.example.com/v1/", upstream_model="gpt-4o", api_key_env="EXAMPLE_KEY")
+    config = parse_config(raw)
+    first, second = config.model_names[:2]
+    assert config.endpoint(first) == Endpoint("https://api.example.com/v1", "gpt-4o", "EXAMPLE_KEY")
+    assert config.endpoint(second) == Endpoint(config.gateway.upstream.base_url, second, None)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("base_url", "api.example.com/v1", r"models\.0\.base_url: .*not an http\(s\) URL; write it like http://"),
+    ("api_key_env", "sk-live-123", r"models\.0\.api_key_env: .*not an environment variable name.*never the key"),
+])
+def test_gateway_endpoint_mistakes_are_refused(raw, field, value, expected):
+    raw["models"][0][field] = value
+    assert re.search(expected, _error(raw))

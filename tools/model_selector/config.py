@@ -8,12 +8,13 @@ Every problem is reported as one `ConfigError` naming the file, the decision and
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 DOMAINS: tuple[str, ...] = (
     "biology", "business", "chemistry", "computer science", "economics", "engineering",
@@ -31,23 +32,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-URL_PATTERN = r"^https?://[^\s/]+"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+def _check_base_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL; write it like http://host:port/v1")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        # The value is not echoed: it may be a key pasted by mistake.
+        raise ValueError("not an environment variable name; give the name of the variable that holds "
+                         "the API key (e.g. OPENAI_API_KEY), never the key itself")
+    return value
+
+
+BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
 
 
 class CatalogModel(_Strict):
     name: str = Field(min_length=1)
     price_per_million_output_tokens: float = Field(ge=0)
     # Where the gateway sends this model's requests; unset fields come from `gateway.upstream`.
-    base_url: str | None = Field(default=None, pattern=URL_PATTERN)
+    base_url: BaseUrl | None = None
     upstream_model: str | None = Field(default=None, min_length=1)
-    api_key_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    api_key_env: EnvName | None = None
 
 
 class Upstream(_Strict):
     """The default OpenAI-compatible endpoint of every catalog model."""
-    base_url: str = Field(default="http://127.0.0.1:9000/v1", pattern=URL_PATTERN)
-    api_key_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    base_url: BaseUrl = "http://127.0.0.1:9000/v1"
+    api_key_env: EnvName | None = None
     timeout_s: float = Field(default=120.0, gt=0)
 
 
