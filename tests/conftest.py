@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from model_selector.build import BuildOptions, build
 from model_selector.data import PROJECT_ROOT
 from model_selector.serve import free_ports
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of load generators, not wanted in test logs
 
 REPOSITORY = PROJECT_ROOT / "model_repository"
 CONFIG = PROJECT_ROOT / "configs" / "router.yaml"
@@ -29,3 +32,19 @@ def server(built_repository):
     with LocalTritonServer(built_repository, grpc_port=grpc_port, http_port=http_port,
                            metrics_port=metrics_port) as running:
         yield running
+
+
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture
+def measurements() -> list[str]:
+    """Figures a test measured (requests, failures, latencies, memory); printed after the run."""
+    return _MEASUREMENTS
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _MEASUREMENTS:
+        terminalreporter.section("measured by the tests")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

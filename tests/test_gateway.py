@@ -165,6 +165,15 @@ def test_bad_requests_get_openai_errors(gateway, body, status, message):
         assert error["code"] == "model_not_found" and "auto" in error["message"]
 
 
+def test_an_oversized_body_is_refused_and_a_long_message_is_routed(gateway):
+    from model_selector.gateway import MAX_BODY_BYTES
+
+    too_big = chat(gateway, "x" * (MAX_BODY_BYTES + 1))
+    assert too_big.status_code == 413 and "MiB" in too_big.json()["error"]["message"]
+    long_one = chat(gateway, MATH_QUERY + " " + "and so on " * 200_000)  # 2 MB of text
+    assert long_one.status_code == 200 and long_one.headers["x-vsr-selected-algorithm"] != "fallback"
+
+
 def test_upstream_errors_pass_through_with_their_status(gateway):
     response = chat(gateway, MATH_QUERY, mock_error={"status": 429, "message": "Rate limit reached"})
     assert response.status_code == 429

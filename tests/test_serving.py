@@ -99,5 +99,5 @@ def test_serve_refuses_an_unbuilt_repository(tmp_path):
         LocalTritonServer(tmp_path / "nowhere").start()
     (tmp_path / "repo" / "text_embedding").mkdir(parents=True)
     (tmp_path / "repo" / "text_embedding" / "config.pbtxt").write_text('name: "text_embedding"\nbackend: "onnxruntime"\n')
-    with pytest.raises(ServeError, match=r"missing build output\(s\): .*text_embedding/1/model.onnx"):
+    with pytest.raises(ServeError, match=r"broken build output: .*text_embedding/1/model.onnx is missing.*--force"):
         LocalTritonServer(tmp_path / "repo").start()

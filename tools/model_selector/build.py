@@ -115,6 +115,7 @@ def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from .embed import OnnxEmbedder
     from .export import export_onnx, resolve_backbone, write_tokenizer
+    from .serve import ServeError, check_built
     from .train import train_selectors
 
     config: RouterConfig = load_config(options.config)
@@ -124,11 +125,14 @@ def build(options: BuildOptions) -> dict:
     manifest_path = repository / "manifest.json"
     if not options.force and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("inputs_fingerprint") == fingerprint and all(
-            (repository / name / "1" / "model.onnx").is_file() for name in repo.ONNX_MODELS
-        ):
-            log.info("%s is up to date (same backbone, config, data and code); use --force to rebuild", repository)
-            return manifest
+        if manifest.get("inputs_fingerprint") == fingerprint:
+            try:
+                check_built(repository)
+                log.info("%s is up to date (same backbone, config, data and code); use --force to rebuild",
+                         repository)
+                return manifest
+            except ServeError as err:
+                log.warning("rebuilding: %s", err)
     started = time.monotonic()
     models = config.model_names
 

@@ -45,6 +45,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--no-watchdog", action="store_true",
+                        help="do not reload models whose python stub died (see `model-selector watchdog`)")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -60,7 +62,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace):
     from .serve import LocalTritonServer
 
-    return LocalTritonServer(args.repository, args.host, args.grpc_port, args.http_port, args.metrics_port)
+    return LocalTritonServer(args.repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
+                             watchdog=not getattr(args, "no_watchdog", False))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -90,6 +93,35 @@ def _print_headers(query: str, headers: dict[str, str]) -> None:
     for key, value in headers.items():
         if key.startswith("x-vsr-"):
             print(f"  {key}: {value}")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .lifecycle import reload_config, reload_selectors
+
+    if args.config is None and not args.selectors:
+        raise ValueError("nothing to reload: pass --config NEW_ROUTER_YAML and/or --selectors")
+    reloaded = []
+    if args.selectors:
+        reloaded += reload_selectors(args.url, args.repository)
+    if args.config is not None:
+        reloaded.append(reload_config(args.url, args.config, args.repository))
+    for item in reloaded:
+        print(f"{item.model}: now serving version {item.version}")
+    return 0
+
+
+def cmd_watchdog(args: argparse.Namespace) -> int:
+    from .lifecycle import StubWatchdog
+
+    watchdog = StubWatchdog(args.url, args.interval).start()
+    print(f"watching {args.url} every {args.interval} s; Ctrl-C stops.", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watchdog.stop()
+    return 0
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -233,7 +265,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-selector", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="serve the repository with a local tritonserver (CPU)")
     _serve_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("reload", help="serve a new router.yaml or rebuilt selectors on a running server, no downtime")
+    p.add_argument("--url", default="localhost:8001", help="Triton gRPC address")
+    p.add_argument("--config", type=Path, default=None, help="the router.yaml to serve (validated first)")
+    p.add_argument("--selectors", action="store_true",
+                   help="serve the repository's rebuilt router_heads graph and selector metadata")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("watchdog", help="reload any model whose python stub died (for servers not started by `serve`)")
+    p.add_argument("--url", default="localhost:8001", help="Triton gRPC address")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between probes")
+    p.set_defaults(func=cmd_watchdog)
 
     p = sub.add_parser("route", help="route one query; prints the x-vsr-* headers")
     p.add_argument("query")
@@ -312,18 +357,23 @@ def main(argv: list[str] | None = None) -> int:
     _serve_args(p)
     p.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     from .client import RouterUnavailable
     from .config import ConfigError
     from .data import DataError
+    from .lifecycle import ReloadError
     from .serve import ServeError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, ServeError, RouterUnavailable, ValueError) as err:
+    except (ConfigError, DataError, ServeError, ReloadError, RouterUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

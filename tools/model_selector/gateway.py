@@ -39,6 +39,8 @@ HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "conte
                          "content-type", "date", "server", "proxy-authenticate", "trailer", "upgrade"})
 # Bounds what one request can make the embedding model read; the tokenizer truncates anyway.
 MAX_ROUTED_CHARS = 32_000
+# Bodies above this are refused (413) before they are parsed.
+MAX_BODY_BYTES = 8 << 20
 
 
 class GatewayError(Exception):
@@ -162,8 +164,14 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
     async def chat_completions(request: Request) -> Response:
         model, decision, status = "", "", 500
         try:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
+            raw = await request.body()
+            if len(raw) > MAX_BODY_BYTES:
+                raise GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
             try:
-                body = json.loads(await request.body())
+                body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise GatewayError(400, f"the request body is not valid JSON ({err})") from None
             if not isinstance(body, dict):

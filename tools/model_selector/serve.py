@@ -13,6 +13,7 @@ environment's site-packages on `sys.path`.
 from __future__ import annotations
 
 import ctypes.util
+import json
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from .repository import read_config
 log = logging.getLogger(__name__)
 
 SITE_PACKAGES_ENV = "MODEL_SELECTOR_SITE_PACKAGES"
+ADAPTER_SOURCE = Path(__file__).parent / "local_onnx_model.py"
 SYS_PATH_HEADER = f'''# Added by `model-selector serve`: the backend stub's embedded Python ignores PYTHONPATH.
 import os as _os, site as _site, sys as _sys
 _before = list(_sys.path)
@@ -89,23 +91,48 @@ def find_triton() -> TritonInstall:
     return install
 
 
+def _problem_with(path: Path, kind: str) -> str | None:
+    """What is wrong with one build output, or None."""
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        if kind == "onnx":
+            import onnx
+
+            onnx.load(str(path), load_external_data=False)
+        elif kind == "tokenizer_file":
+            from tokenizers import Tokenizer
+
+            Tokenizer.from_file(str(path))
+        elif kind == "router_config":
+            from .config import load_config
+
+            load_config(path)
+        elif kind == "selectors":
+            json.loads(path.read_text())
+    except Exception as err:  # each loader raises its own kind of error
+        return f"{path} is unreadable ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})"
+    return None
+
+
 def check_built(repository: Path) -> None:
-    """Refuse a repository whose models lack their build outputs, naming the file and the fix."""
+    """Refuse a repository with a missing or corrupt build output, naming the file and the fix."""
     if not repository.is_dir():
         raise ServeError(f"{repository}: no such model repository; run `model-selector build` first")
-    missing = []
+    outputs: list[tuple[Path, str]] = []
     for config_path in sorted(repository.glob("*/config.pbtxt")):
         config = read_config(config_path)
         version_dir = config_path.parent / "1"
         if config.backend == "onnxruntime":
-            missing.append(version_dir / "model.onnx")
+            outputs.append((version_dir / "model.onnx", "onnx"))
         elif config.backend == "python":
-            missing.append(version_dir / "model.py")
-        missing += [version_dir / p.string_value for key, p in config.parameters.items()
+            outputs.append((version_dir / "model.py", "python"))
+        outputs += [(version_dir / p.string_value, key) for key, p in config.parameters.items()
                     if key in ("tokenizer_file", "router_config", "selectors")]
-    missing = [str(p) for p in missing if not p.is_file()]
-    if missing:
-        raise ServeError(f"missing build output(s): {', '.join(missing)}; run `model-selector build`")
+    problems = [problem for path, kind in outputs if (problem := _problem_with(path, kind))]
+    if problems:
+        raise ServeError(f"broken build output: {'; '.join(problems)}. Run `model-selector build --force` "
+                         "to rebuild the repository (or fix the file named)")
 
 
 def _link_files(source: Path, target: Path, skip: set[str]) -> None:
@@ -118,7 +145,7 @@ def _link_files(source: Path, target: Path, skip: set[str]) -> None:
 def materialise(repository: Path, runtime: Path) -> Path:
     """Write the local runtime copy of `repository` under `runtime`; returns the models directory."""
     models = runtime / "models"
-    adapter = (Path(__file__).parent / "local_onnx_model.py").read_text()
+    adapter = ADAPTER_SOURCE.read_text()
     for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         config = read_config(model_dir / "config.pbtxt")
         target = models / model_dir.name
@@ -175,13 +202,15 @@ class LocalTritonServer:
     """A tritonserver process over a runtime copy of the repository; a context manager."""
 
     def __init__(self, repository: Path, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: int = 8000,
-                 metrics_port: int = 8002, log_file: Path | None = None):
+                 metrics_port: int = 8002, log_file: Path | None = None, watchdog: bool = True):
         self.repository = Path(repository)
         self.host = host
         self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
         self.runtime = Path(tempfile.mkdtemp(prefix="model-selector-runtime-"))
         self.log_file = log_file or self.runtime / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.use_watchdog = watchdog
+        self.watchdog = None
 
     @property
     def grpc_url(self) -> str:
@@ -207,6 +236,10 @@ class LocalTritonServer:
             self.process = subprocess.Popen(command, env=_environment(install), stdout=log_fh,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
+        if self.use_watchdog:
+            from .lifecycle import StubWatchdog
+
+            self.watchdog = StubWatchdog(self.grpc_url).start()
 
     def _log_tail(self, lines: int = 25) -> str:
         try:
@@ -241,6 +274,9 @@ class LocalTritonServer:
         raise ServeError(f"tritonserver not ready after {timeout:.0f} s:\n{self._log_tail()}")
 
     def stop(self, timeout: float = 30.0) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

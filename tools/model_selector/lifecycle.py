@@ -1,0 +1,181 @@
+"""Keeping served models alive and current: the stub watchdog and live reload.
+
+**Watchdog.** When a python model's stub process dies, this Triton release neither
+restarts it nor marks the model unready: every later request fails with "Stub process
+'<instance>' is not healthy". The watchdog sends a probe query through the ensemble at a
+fixed interval; when the answer names a dead stub, it reloads that model. A reload starts
+a fresh stub, and Triton swaps the new instance in when it is ready.
+
+**Reload.** `model-selector reload` loads a new `router.yaml`, or the repository's rebuilt
+selector artifacts, into a running server as a new model version through Triton's model
+control API (`load_model` with the files attached). That works the same on a local server
+and in a container. Triton keeps serving the old version until the new one is ready, and
+keeps it if the new one fails to load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from . import repository as repo
+from .config import ConfigError, load_config
+from .contract import ENSEMBLE
+from .serve import ADAPTER_SOURCE, SYS_PATH_HEADER
+
+log = logging.getLogger(__name__)
+
+DEAD_STUB = re.compile(r"Stub process '(?P<instance>[^']+)' is not healthy")
+PROBE_QUERY = "model-selector watchdog probe"
+
+
+class ReloadError(RuntimeError):
+    """A reload was refused or failed; the server keeps what it was serving."""
+
+
+def model_of_instance(instance: str) -> str:
+    """`decision_0_0` -> `decision`: Triton names instances <model>_<group>_<index>."""
+    return re.sub(r"(_\d+)+$", "", instance)
+
+
+class StubWatchdog:
+    """Probes the ensemble and reloads any model whose python stub has died; a background thread."""
+
+    def __init__(self, url: str, interval_s: float = 0.5):
+        self.url = url
+        self.interval_s = interval_s
+        self.restarts: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
+
+    def start(self) -> StubWatchdog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _probe(self, client: grpcclient.InferenceServerClient) -> None:
+        tensor = grpcclient.InferInput("query", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[PROBE_QUERY.encode()]], dtype=np.object_))
+        try:
+            client.infer(ENSEMBLE, [tensor], client_timeout=10)
+        except InferenceServerException as err:
+            match = DEAD_STUB.search(err.message() or "")
+            if not match:
+                log.debug("watchdog probe failed: %s", err.message())
+                return
+            model = model_of_instance(match["instance"])
+            log.warning("the python stub of %r died; reloading the model", model)
+            self.restarts.append(model)
+            started = time.monotonic()
+            try:
+                # Returns once the dead instance is unloaded too, which can take much longer
+                # than the new instance takes to start serving.
+                client.load_model(model)
+                log.info("%r reloaded with a fresh stub (%.1f s)", model, time.monotonic() - started)
+            except InferenceServerException as reload_err:
+                log.error("could not reload %r: %s", model, reload_err.message())
+
+    def _run(self) -> None:
+        client = grpcclient.InferenceServerClient(self.url)
+        try:
+            while not self._stop.wait(self.interval_s):
+                self._probe(client)
+        finally:
+            client.close()
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    model: str
+    version: int
+
+
+def _next_version(client: grpcclient.InferenceServerClient, model: str) -> int:
+    index = client.get_model_repository_index(as_json=True).get("models", [])
+    versions = [int(m["version"]) for m in index if m["name"] == model and m.get("version", "").isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _load_with_files(client: grpcclient.InferenceServerClient, model: str, files: dict[str, bytes]) -> Reloaded:
+    """Load `files` (names inside the version directory) as the next version of `model`."""
+    served = client.get_model_config(model, as_json=True)["config"]
+    version = _next_version(client, model)
+    served["version_policy"] = {"specific": {"versions": [version]}}
+    attached = {f"file:{version}/{name}": content for name, content in files.items()}
+    try:
+        client.load_model(model, config=json.dumps(served), files=attached)
+    except InferenceServerException as err:
+        raise ReloadError(f"Triton refused the new {model!r} (still serving the old one): {err.message()}") from None
+    return Reloaded(model, version)
+
+
+def _python_model(source: Path) -> bytes:
+    # The header `model-selector serve` gives its runtime copies; where its environment
+    # variable is unset (the production image) it does nothing.
+    return (SYS_PATH_HEADER + source.read_text()).encode()
+
+
+def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
+    """Serve `config_path` as the decision model's router.yaml, with the repository's selectors."""
+    decision_dir = repository / repo.DECISION / repo.VERSION
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        raise ReloadError(f"refused, the server keeps its configuration: {err}") from None
+    selectors = decision_dir / "selectors.json"
+    trained = json.loads(selectors.read_text())["models"]
+    if sorted(config.model_names) != sorted(trained):
+        raise ReloadError(f"refused, the server keeps its configuration: {config_path}: the catalog "
+                          f"({', '.join(config.model_names)}) differs from the models the selectors were trained on "
+                          f"({', '.join(trained)}); a new catalog needs `model-selector build` and a restart")
+    new_config = config_path.read_bytes()
+    with grpcclient.InferenceServerClient(url) as client:
+        reloaded = _load_with_files(client, repo.DECISION, {
+            "model.py": _python_model(decision_dir / "model.py"),
+            "router.yaml": new_config,
+            "selectors.json": selectors.read_bytes(),
+        })
+    # The repository keeps what is served: a restart, or the watchdog reloading the model
+    # from the repository, serves this configuration too.
+    served_copy = decision_dir / "router.yaml"
+    if served_copy.read_bytes() != new_config:
+        temporary = served_copy.with_suffix(".yaml.new")
+        temporary.write_bytes(new_config)
+        temporary.replace(served_copy)
+    return reloaded
+
+
+def reload_selectors(url: str, repository: Path) -> list[Reloaded]:
+    """Serve the repository's rebuilt router_heads graph and selector metadata (same catalog)."""
+    heads = repository / repo.HEADS / repo.VERSION / "model.onnx"
+    decision_dir = repository / repo.DECISION / repo.VERSION
+    with grpcclient.InferenceServerClient(url) as client:
+        served = client.get_model_config(repo.HEADS, as_json=True)["config"]
+        served_width = {o["name"]: o["dims"] for o in served["output"]}
+        built = repo.read_config(repository / repo.HEADS / "config.pbtxt")
+        built_width = {o.name: [str(d) for d in o.dims] for o in built.output}
+        if built_width != served_width:
+            raise ReloadError("refused: the rebuilt router_heads has other outputs than the served one "
+                              f"({built_width} vs {served_width}); restart the server to change the catalog")
+        files = {"model.onnx": heads.read_bytes()}
+        if served.get("backend") == "python":  # a local server hosts ONNX models in the python adapter
+            files["model.py"] = _python_model(ADAPTER_SOURCE)
+        reloaded = [_load_with_files(client, repo.HEADS, files)]
+        reloaded.append(_load_with_files(client, repo.DECISION, {
+            "model.py": _python_model(decision_dir / "model.py"),
+            "router.yaml": (decision_dir / "router.yaml").read_bytes(),
+            "selectors.json": (decision_dir / "selectors.json").read_bytes(),
+        }))
+        return reloaded
