@@ -113,3 +113,11 @@ def test_cost_weight_trades_quality_for_cost_and_ties_go_to_the_cheaper():
 def test_engine_refuses_selectors_missing_a_catalog_model():
     with pytest.raises(ValueError, match="rebuild the repository"):
         DecisionEngine(_config([]), ["big", "small"], COST)
+
+
+def test_imported_vote_algorithms_ignore_the_cost_weight():
+    rules = {"operator": "AND", "conditions": [_domain("math")]}
+    cheap = _config([_decision("d", rules, cost_weight=0.1)])
+    # As qualities the cost weight makes "coder" win; as the reference's votes "big" does.
+    assert DecisionEngine(cheap, MODELS, COST, vote_algorithms={"knn"}).route(
+        probs(math=0.9), SCORES).selected_model == "big"

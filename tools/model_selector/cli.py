@@ -124,6 +124,20 @@ def cmd_watchdog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .reference_selectors import HUB_REPO, download_artifacts, import_artifacts
+
+    if (args.source is None) == (args.from_hub is None):
+        raise ValueError("say where the reference's selectors are: --from DIR or --from-hub REPO_ID "
+                         f"(the seed's is {HUB_REPO})")
+    source = args.source or download_artifacts(args.from_hub, args.cache_dir)
+    imported = import_artifacts(source, args.repository)
+    for algorithm, origin in imported.items():
+        print(f"{algorithm}: imported {origin['file']} (sha256 {origin['sha256'][:12]}) into {args.repository}")
+    print("A running server picks them up with `model-selector reload --selectors`.")
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from .client import route
 
@@ -291,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=0.5, help="seconds between probes")
     p.set_defaults(func=cmd_watchdog)
 
+    p = sub.add_parser("import", help="import vLLM Semantic Router's pretrained KNN/KMeans/SVM selectors")
+    p.add_argument("--from", dest="source", type=Path, default=None,
+                   help="directory with knn_model.json, kmeans_model.json and/or svm_model.json")
+    p.add_argument("--from-hub", default=None, metavar="REPO_ID",
+                   help="download them from this Hugging Face repo (e.g. abdallah1008/semantic-router-ml-models)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="a repository built with --embedding qwen3-0.6b")
+    p.add_argument("--cache-dir", type=Path, default=None, help="Hugging Face cache (default: its own)")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("route", help="route one query; prints the x-vsr-* headers")
     p.add_argument("query")
     p.add_argument("--url", default="localhost:8001", help="Triton gRPC address")
@@ -369,11 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .lifecycle import ReloadError
+    from .reference_selectors import ArtifactError
     from .serve import ServeError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, ServeError, ReloadError, RouterUnavailable, ValueError) as err:
+    except (ConfigError, DataError, ServeError, ReloadError, ArtifactError, RouterUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,7 @@ queries); ties go to the cheaper model.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,8 @@ def evaluate_rule(node: RuleNode | DomainCondition, probs: dict[str, float], thr
 
 
 class DecisionEngine:
-    def __init__(self, config: RouterConfig, model_names: list[str], expected_cost_per_1k: dict[str, float]):
+    def __init__(self, config: RouterConfig, model_names: list[str], expected_cost_per_1k: dict[str, float],
+                 vote_algorithms: Collection[str] = ()):
         missing = [m for m in config.model_names if m not in model_names]
         if missing:
             raise ValueError(f"the selectors were not trained for catalog model(s) {missing}; rebuild the repository")
@@ -54,6 +56,8 @@ class DecisionEngine:
         self._index = {m: i for i, m in enumerate(self.model_names)}
         # Columns outside the catalog are never candidates (validation), so their cost is moot.
         self.cost = np.array([expected_cost_per_1k.get(m, 0.0) for m in self.model_names], dtype=np.float64)
+        # Selectors imported from the reference score votes, not qualities: no cost trade-off.
+        self.vote_algorithms = frozenset(vote_algorithms)
         # Highest priority first, then name: the order in which ties are broken.
         self._decisions = sorted(config.decisions, key=lambda d: (-d.priority, d.name))
 
@@ -91,6 +95,8 @@ class DecisionEngine:
             return Route(candidates[0], decision.name, domain, domain_conf, "single", confidence)
         algorithm = algorithm or decision.algorithm.type
         weight = self.config.decision_cost_weight(decision) if cost_weight is None else cost_weight
+        if algorithm in self.vote_algorithms:
+            weight = 0.0
         model = self.choose(scores[algorithm], candidates, weight)
         return Route(model, decision.name, domain, domain_conf, algorithm, confidence)
 

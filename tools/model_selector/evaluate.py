@@ -55,7 +55,8 @@ class InProcessRouter:
         selectors = json.loads((decision_dir / "selectors.json").read_text())
         self.expected_tokens: dict[str, float] = selectors["expected_output_tokens"]
         self.engine = DecisionEngine(self.config, selectors["models"],
-                                     expected_cost_per_1k(self.config, self.expected_tokens))
+                                     expected_cost_per_1k(self.config, self.expected_tokens),
+                                     vote_algorithms=selectors.get("imported", {}))
 
     def heads(self, input_ids: np.ndarray, attention_mask: np.ndarray,
               embeddings: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

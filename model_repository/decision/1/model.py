@@ -23,7 +23,8 @@ class TritonPythonModel:
         router = load_config(version_dir / params["router_config"])
         selectors = json.loads((version_dir / params["selectors"]).read_text())
         self.engine = DecisionEngine(
-            router, selectors["models"], expected_cost_per_1k(router, selectors["expected_output_tokens"])
+            router, selectors["models"], expected_cost_per_1k(router, selectors["expected_output_tokens"]),
+            vote_algorithms=selectors.get("imported", {}),  # the reference's selectors, `model-selector import`
         )
         self.routes = pb_utils.MetricFamily(
             name="model_selector_routes_total",

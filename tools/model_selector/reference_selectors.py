@@ -1,0 +1,419 @@
+"""`model-selector import`: vLLM Semantic Router's pretrained selectors as ONNX graphs.
+
+The reference stores its KNN, KMeans and SVM selectors as JSON (`knn_model.json`,
+`kmeans_model.json`, `svm_model.json`; Hugging Face repo
+`abdallah1008/semantic-router-ml-models`). They work on the reference's features: the
+1024-d Qwen3-Embedding-0.6B vector followed by a 14-d one-hot of the query's domain, in
+the order of `config.DOMAINS` (the reference's category list). Each graph here computes
+those features from `embedding` and `domain_probs` and scores every catalog model so
+that the decision step's masked argmax picks what the reference picks:
+
+- KMeans: the model of the nearest centroid. Score = -(squared distance to the nearest
+  centroid of that model), so a decision restricted to some models gets the nearest
+  centroid among theirs.
+- KNN: the reference's vote over the k nearest stored records (one per query x model):
+  each neighbour adds 0.9 x quality + 0.1 x speed to its model, speed = 1 - the
+  neighbour's latency min-max-normalised over the k neighbours (0 when they are all
+  equal). Ties among neighbours at equal distance go to the earlier record; ties in the
+  vote go to the decision step's rule (the reference breaks them at random).
+- SVM: the true scikit-learn decision from the file's `support_vectors`, `dual_coef`,
+  `intercept`: one-vs-one votes, ties to the lower class index as libsvm does. The
+  reference itself serves `rbf_classifiers` with every alpha set to 1 and one shared
+  rho, which is not the SVM it trained; we serve the trained one.
+
+Models the catalog has but an artifact does not know score -1e9: they are chosen only
+when a decision allows nothing else. Imported scores are votes, not qualities, so the
+decision step applies no cost trade-off to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import repository as repo
+from .config import DOMAINS
+from .onnx_graphs import OPSET
+
+log = logging.getLogger(__name__)
+
+HUB_REPO = "abdallah1008/semantic-router-ml-models"
+ARTIFACT_FILES = {"knn": "knn_model.json", "kmeans": "kmeans_model.json", "svm": "svm_model.json"}
+REFERENCE_BACKBONE = "qwen3-0.6b"
+REFERENCE_EMBEDDING_DIM = 1024
+UNKNOWN_MODEL_SCORE = -1e9
+QUALITY_WEIGHT, SPEED_WEIGHT = 0.9, 0.1
+
+
+class ArtifactError(ValueError):
+    """A reference artifact that cannot be imported, with the file and the reason."""
+
+
+@dataclass(frozen=True)
+class KmeansArtifact:
+    centroids: np.ndarray  # [C, D]
+    cluster_models: list[str]
+
+
+@dataclass(frozen=True)
+class KnnArtifact:
+    k: int
+    embeddings: np.ndarray  # [N, D], one row per (query, model) record
+    labels: list[str]
+    qualities: np.ndarray
+    latencies_ns: np.ndarray
+
+
+@dataclass(frozen=True)
+class SvmArtifact:
+    kernel: str  # "rbf" or "linear"
+    gamma: float
+    support_vectors: np.ndarray  # [S, D], grouped by class
+    dual_coef: np.ndarray  # [C - 1, S]
+    intercept: np.ndarray  # [C (C - 1) / 2]
+    n_support: list[int]
+    classes: list[str]
+
+
+Artifact = KmeansArtifact | KnnArtifact | SvmArtifact
+
+
+def _matrix(data: dict, key: str, where: str) -> np.ndarray:
+    try:
+        value = np.asarray(data[key], dtype=np.float64)
+    except KeyError:
+        raise ArtifactError(f"{where}: no `{key}`") from None
+    except (TypeError, ValueError):
+        raise ArtifactError(f"{where}: `{key}` must be numbers") from None
+    return value
+
+
+def load_artifact(algorithm: str, path: Path) -> Artifact:
+    """Read and check one reference artifact file."""
+    where = str(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{where}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or data.get("algorithm", algorithm) != algorithm:
+        raise ArtifactError(f"{where}: not a {algorithm} artifact (algorithm: {data.get('algorithm')!r})"
+                            if isinstance(data, dict) else f"{where}: expected a JSON object")
+    if data.get("trained") is False:
+        raise ArtifactError(f"{where}: the artifact says it was never trained (`trained: false`)")
+    if algorithm == "kmeans":
+        centroids = _matrix(data, "centroids", where)
+        models = data.get("cluster_models")
+        if centroids.ndim != 2 or not isinstance(models, list) or len(models) != len(centroids):
+            raise ArtifactError(f"{where}: `centroids` must be [clusters x features] with one `cluster_models` "
+                                "entry per centroid")
+        return KmeansArtifact(centroids, [str(m) for m in models])
+    if algorithm == "knn":
+        embeddings = _matrix(data, "embeddings", where)
+        labels = data.get("labels")
+        qualities, latencies = _matrix(data, "qualities", where), _matrix(data, "latencies", where)
+        if embeddings.ndim != 2 or not isinstance(labels, list) or \
+                not len(embeddings) == len(labels) == len(qualities) == len(latencies):
+            raise ArtifactError(f"{where}: `embeddings` [records x features], `labels`, `qualities` and "
+                                "`latencies` must have one entry per record")
+        k = int(data.get("k", 5))
+        if k < 1:
+            raise ArtifactError(f"{where}: k must be at least 1, got {k}")
+        return KnnArtifact(min(k, len(labels)), embeddings, [str(m) for m in labels], qualities, latencies)
+    if algorithm == "svm":
+        missing = [key for key in ("support_vectors", "dual_coef", "intercept", "n_support", "classes")
+                   if key not in data]
+        if missing:
+            raise ArtifactError(f"{where}: no {', '.join(missing)}: the file lacks the trained scikit-learn SVM "
+                                "(its `rbf_classifiers` block is the reference's lossy export and is not imported)")
+        kernel = str(data.get("kernel_type", "Rbf")).lower()
+        if kernel not in ("rbf", "linear"):
+            raise ArtifactError(f"{where}: kernel_type {data.get('kernel_type')!r} is not supported (Rbf, Linear)")
+        vectors, dual = _matrix(data, "support_vectors", where), _matrix(data, "dual_coef", where)
+        classes, n_support = [str(c) for c in data["classes"]], [int(n) for n in data["n_support"]]
+        intercept = _matrix(data, "intercept", where).reshape(-1)
+        c = len(classes)
+        if c < 2 or len(n_support) != c or sum(n_support) != len(vectors) or dual.shape != (c - 1, len(vectors)) \
+                or len(intercept) != c * (c - 1) // 2:
+            raise ArtifactError(f"{where}: support_vectors, dual_coef, intercept, n_support and classes do not "
+                                "describe one multi-class SVC")
+        return SvmArtifact(kernel, float(data.get("gamma", 1.0)), vectors, dual, intercept, n_support, classes)
+    raise ArtifactError(f"unknown algorithm {algorithm!r}")
+
+
+def artifact_models(artifact: Artifact) -> set[str]:
+    if isinstance(artifact, KmeansArtifact):
+        return set(artifact.cluster_models)
+    if isinstance(artifact, KnnArtifact):
+        return set(artifact.labels)
+    return set(artifact.classes)
+
+
+def artifact_feature_dim(artifact: Artifact) -> int:
+    if isinstance(artifact, KmeansArtifact):
+        return artifact.centroids.shape[1]
+    if isinstance(artifact, KnnArtifact):
+        return artifact.embeddings.shape[1]
+    return artifact.support_vectors.shape[1]
+
+
+class _Graph:
+    """Nodes and initializers of one selector graph over (embedding, domain_probs)."""
+
+    def __init__(self, embedding_dim: int):
+        self.embedding_dim = embedding_dim
+        self.nodes: list = []
+        self.inits: dict[str, np.ndarray] = {
+            "axes1": np.array([1], dtype=np.int64), "axes2": np.array([2], dtype=np.int64),
+            "zero": np.array(0.0, dtype=np.float32), "one": np.array(1.0, dtype=np.float32),
+            "minus_two": np.array(-2.0, dtype=np.float32),
+        }
+        self.node("ArgMax", ["domain_probs"], ["domain_index"], axis=1, keepdims=0)
+        self.inits["depth"] = np.array([len(DOMAINS)], dtype=np.int64)
+        self.inits["one_hot_values"] = np.array([0.0, 1.0], dtype=np.float32)
+        self.node("OneHot", ["domain_index", "depth", "one_hot_values"], ["domain_one_hot"], axis=-1)
+        self.node("Concat", ["embedding", "domain_one_hot"], ["features"], axis=1)
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> None:
+        self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+
+    def squared_distances(self, points: np.ndarray, name: str) -> str:
+        """[B, len(points)] squared L2 distances from the features to `points`."""
+        self.inits[f"{name}_t"] = points.T.astype(np.float32)
+        self.inits[f"{name}_sq"] = (points ** 2).sum(axis=1).astype(np.float32)[None, :]
+        self.node("Mul", ["features", "features"], [f"{name}_x_sq_elems"])
+        self.node("ReduceSum", [f"{name}_x_sq_elems", "axes1"], [f"{name}_x_sq"], keepdims=1)
+        self.node("MatMul", ["features", f"{name}_t"], [f"{name}_dot"])
+        self.node("Mul", [f"{name}_dot", "minus_two"], [f"{name}_minus_two_dot"])
+        self.node("Add", [f"{name}_minus_two_dot", f"{name}_x_sq"], [f"{name}_partial"])
+        self.node("Add", [f"{name}_partial", f"{name}_sq"], [f"{name}_d2_raw"])
+        self.node("Max", [f"{name}_d2_raw", "zero"], [f"{name}_d2"])
+        return f"{name}_d2"
+
+    def model(self, scores: str, catalog: list[str], name: str) -> onnx.ModelProto:
+        self.node("Identity", [scores], ["scores"])
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", self.embedding_dim]),
+             helper.make_tensor_value_info("domain_probs", TensorProto.FLOAT, ["batch", len(DOMAINS)])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", len(catalog)])],
+            [numpy_helper.from_array(np.asarray(v), k) for k, v in self.inits.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="model-selector")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
+def _columns(names: list[str], catalog: list[str]) -> np.ndarray:
+    """[len(names), len(catalog)] one-hot placement of each name's column."""
+    placement = np.zeros((len(names), len(catalog)), dtype=np.float32)
+    for row, name in enumerate(names):
+        placement[row, catalog.index(name)] = 1.0
+    return placement
+
+
+def _unknown_bias(known: set[str], catalog: list[str]) -> np.ndarray:
+    return np.array([[0.0 if m in known else UNKNOWN_MODEL_SCORE for m in catalog]], dtype=np.float32)
+
+
+def kmeans_graph(artifact: KmeansArtifact, catalog: list[str], embedding_dim: int) -> onnx.ModelProto:
+    g = _Graph(embedding_dim)
+    d2 = g.squared_distances(artifact.centroids, "centroids")
+    # [C, M]: 0 where the centroid routes to the model, else a large distance.
+    g.inits["cluster_mask"] = np.where(_columns(artifact.cluster_models, catalog) > 0, 0.0,
+                                       -UNKNOWN_MODEL_SCORE).astype(np.float32)
+    g.node("Unsqueeze", [d2, "axes2"], ["d2_3d"])
+    g.node("Add", ["d2_3d", "cluster_mask"], ["d2_per_model"])  # [B, C, M]
+    g.node("ReduceMin", ["d2_per_model"], ["nearest_d2"], axes=[1], keepdims=0)  # opset 17: axes attribute
+    g.node("Neg", ["nearest_d2"], ["kmeans_scores"])
+    return g.model("kmeans_scores", catalog, "reference_kmeans")
+
+
+def knn_graph(artifact: KnnArtifact, catalog: list[str], embedding_dim: int) -> onnx.ModelProto:
+    g = _Graph(embedding_dim)
+    d2 = g.squared_distances(artifact.embeddings, "records")
+    g.inits.update({
+        "k": np.array([artifact.k], dtype=np.int64),
+        "qualities": artifact.qualities.astype(np.float32),
+        "latencies": (artifact.latencies_ns / 1e9).astype(np.float32),  # seconds: min-max is scale-free
+        "record_models": _columns(artifact.labels, catalog),  # [N, M]
+        "quality_weight": np.array(QUALITY_WEIGHT, dtype=np.float32),
+        "speed_weight": np.array(SPEED_WEIGHT, dtype=np.float32),
+        "tiny": np.array(1e-12, dtype=np.float32),
+        "unknown_bias": _unknown_bias(set(artifact.labels), catalog),
+    })
+    g.node("TopK", [d2, "k"], ["top_d2", "top_idx"], axis=1, largest=0, sorted=1)
+    g.node("Gather", ["qualities", "top_idx"], ["top_quality"], axis=0)  # [B, k]
+    g.node("Gather", ["latencies", "top_idx"], ["top_latency"], axis=0)
+    g.node("ReduceMin", ["top_latency"], ["latency_min"], axes=[1], keepdims=1)
+    g.node("ReduceMax", ["top_latency"], ["latency_max"], axes=[1], keepdims=1)
+    g.node("Sub", ["latency_max", "latency_min"], ["latency_range"])
+    g.node("Max", ["latency_range", "tiny"], ["latency_range_safe"])
+    g.node("Sub", ["top_latency", "latency_min"], ["latency_offset"])
+    g.node("Div", ["latency_offset", "latency_range_safe"], ["latency_norm"])
+    g.node("Sub", ["one", "latency_norm"], ["speed"])
+    g.node("Mul", ["top_quality", "quality_weight"], ["quality_part"])
+    g.node("Mul", ["speed", "speed_weight"], ["speed_part"])
+    g.node("Add", ["quality_part", "speed_part"], ["vote"])  # [B, k]
+    g.node("Gather", ["record_models", "top_idx"], ["neighbour_models"], axis=0)  # [B, k, M]
+    g.node("Unsqueeze", ["vote", "axes2"], ["vote_3d"])
+    g.node("Mul", ["neighbour_models", "vote_3d"], ["votes_per_model"])
+    g.node("ReduceSum", ["votes_per_model", "axes1"], ["votes"], keepdims=0)
+    g.node("Add", ["votes", "unknown_bias"], ["knn_scores"])
+    return g.model("knn_scores", catalog, "reference_knn")
+
+
+def svm_graph(artifact: SvmArtifact, catalog: list[str], embedding_dim: int) -> onnx.ModelProto:
+    classes = artifact.classes
+    c = len(classes)
+    starts = np.concatenate([[0], np.cumsum(artifact.n_support)])
+    pairs = [(i, j) for i in range(c) for j in range(i + 1, c)]
+    coef = np.zeros((len(artifact.support_vectors), len(pairs)))
+    for p, (i, j) in enumerate(pairs):
+        coef[starts[i]:starts[i + 1], p] = artifact.dual_coef[j - 1, starts[i]:starts[i + 1]]
+        coef[starts[j]:starts[j + 1], p] = artifact.dual_coef[i, starts[j]:starts[j + 1]]
+    intercept = artifact.intercept.copy()
+    if c == 2:  # scikit-learn stores the binary case with flipped signs
+        coef, intercept = -coef, -intercept
+    first = np.zeros((len(pairs), c), dtype=np.float32)
+    second = np.zeros((len(pairs), c), dtype=np.float32)
+    for p, (i, j) in enumerate(pairs):
+        first[p, i], second[p, j] = 1.0, 1.0
+
+    g = _Graph(embedding_dim)
+    g.inits.update({
+        "pair_coef": coef.astype(np.float32), "pair_intercept": intercept.astype(np.float32),
+        "first_class": first, "second_class": second,
+        # libsvm: among equal vote counts the lower class index wins.
+        "class_tiebreak": (-1e-3 * np.arange(c, dtype=np.float32))[None, :],
+        "class_columns": _columns(classes, catalog),
+        "unknown_bias": _unknown_bias(set(classes), catalog),
+    })
+    if artifact.kernel == "rbf":
+        d2 = g.squared_distances(artifact.support_vectors, "support")
+        g.inits["neg_gamma"] = np.array(-artifact.gamma, dtype=np.float32)
+        g.node("Mul", [d2, "neg_gamma"], ["kernel_logits"])
+        g.node("Exp", ["kernel_logits"], ["kernel"])
+    else:
+        g.inits["support_t"] = artifact.support_vectors.T.astype(np.float32)
+        g.node("MatMul", ["features", "support_t"], ["kernel"])
+    g.node("MatMul", ["kernel", "pair_coef"], ["pair_raw"])
+    g.node("Add", ["pair_raw", "pair_intercept"], ["pair_decision"])  # [B, P]
+    g.node("Greater", ["pair_decision", "zero"], ["first_wins_bool"])
+    g.node("Cast", ["first_wins_bool"], ["first_wins"], to=TensorProto.FLOAT)
+    g.node("Sub", ["one", "first_wins"], ["second_wins"])
+    g.node("MatMul", ["first_wins", "first_class"], ["first_votes"])
+    g.node("MatMul", ["second_wins", "second_class"], ["second_votes"])
+    g.node("Add", ["first_votes", "second_votes"], ["class_votes"])  # [B, C]
+    g.node("Add", ["class_votes", "class_tiebreak"], ["class_scores"])
+    g.node("MatMul", ["class_scores", "class_columns"], ["catalog_scores"])
+    g.node("Add", ["catalog_scores", "unknown_bias"], ["svm_scores"])
+    return g.model("svm_scores", catalog, "reference_svm")
+
+
+GRAPH_BUILDERS = {"kmeans": kmeans_graph, "knn": knn_graph, "svm": svm_graph}
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers that no graph output depends on."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+
+
+def splice_into_heads(heads: onnx.ModelProto, imported: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
+    """`heads` with each `<algorithm>_scores` output computed by the imported graph instead."""
+    spliced = onnx.ModelProto()
+    spliced.CopyFrom(heads)
+    graph = spliced.graph
+    for algorithm, model in imported.items():
+        output = f"{algorithm}_scores"
+        retired = f"{algorithm}/native_scores"
+        for node in graph.node:
+            node.output[:] = [retired if name == output else name for name in node.output]
+        prefix = f"reference_{algorithm}"
+        for node in model.graph.node:
+            copy = graph.node.add()
+            copy.CopyFrom(node)
+            rename = {"embedding": "embedding", "domain_probs": "domain_probs", "scores": output}
+            copy.input[:] = [rename.get(n, f"{prefix}/{n}") for n in node.input]
+            copy.output[:] = [rename.get(n, f"{prefix}/{n}") for n in node.output]
+        for initializer in model.graph.initializer:
+            copy = graph.initializer.add()
+            copy.CopyFrom(initializer)
+            copy.name = f"{prefix}/{initializer.name}"
+    _prune(graph)
+    onnx.checker.check_model(spliced)
+    return spliced
+
+
+def download_artifacts(repo_id: str = HUB_REPO, cache_dir: Path | None = None) -> Path:
+    """The reference's selector files from the Hugging Face hub (cached); a clear error offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(ARTIFACT_FILES.values()),
+                                      cache_dir=str(cache_dir) if cache_dir else None))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ArtifactError(f"could not download {repo_id} from the Hugging Face hub ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200]}); download {', '.join(ARTIFACT_FILES.values())} "
+                            "elsewhere and pass their directory with --from") from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_artifacts(source: Path, repository: Path) -> dict[str, dict]:
+    """Replace the repository's selectors by the reference artifacts found in `source`."""
+    manifest = json.loads((repository / "manifest.json").read_text())
+    backbone = manifest["backbone"]
+    if backbone["name"] != REFERENCE_BACKBONE or backbone["embedding_dim"] != REFERENCE_EMBEDDING_DIM:
+        raise ArtifactError(
+            f"{repository} is built on the {backbone['name']} backbone ({backbone['embedding_dim']}-d); the "
+            f"reference's selectors expect Qwen3-Embedding-0.6B features ({REFERENCE_EMBEDDING_DIM}-d embedding + "
+            f"{len(DOMAINS)}-d domain one-hot), so they pair only with the {REFERENCE_BACKBONE} backbone: run "
+            f"`model-selector build --embedding {REFERENCE_BACKBONE}` first")
+    decision_dir = repository / repo.DECISION / repo.VERSION
+    selectors_path = decision_dir / "selectors.json"
+    selectors = json.loads(selectors_path.read_text())
+    catalog = selectors["models"]
+    found = {a: source / f for a, f in ARTIFACT_FILES.items() if (source / f).is_file()}
+    if not found:
+        raise ArtifactError(f"{source}: none of {', '.join(ARTIFACT_FILES.values())} is there")
+    graphs, imported = {}, {}
+    for algorithm, path in found.items():
+        artifact = load_artifact(algorithm, path)
+        feature_dim = artifact_feature_dim(artifact)
+        if feature_dim != REFERENCE_EMBEDDING_DIM + len(DOMAINS):
+            raise ArtifactError(f"{path}: {feature_dim}-d features; the reference's layout is "
+                                f"{REFERENCE_EMBEDDING_DIM} + {len(DOMAINS)} = {REFERENCE_EMBEDDING_DIM + len(DOMAINS)}")
+        unknown = sorted(artifact_models(artifact) - set(catalog))
+        if unknown:
+            raise ArtifactError(f"{path} routes to model(s) missing from the repository's catalog: "
+                                f"{', '.join(unknown)}; add them to `models` in router.yaml and rebuild")
+        graphs[algorithm] = GRAPH_BUILDERS[algorithm](artifact, catalog, REFERENCE_EMBEDDING_DIM)
+        imported[algorithm] = {"file": path.name, "sha256": _sha256(path)}
+        log.info("imported the reference's %s selector from %s", algorithm, path)
+    heads_path = repository / repo.HEADS / repo.VERSION / "model.onnx"
+    onnx.save(splice_into_heads(onnx.load(str(heads_path)), graphs), str(heads_path))
+    selectors["imported"] = {**selectors.get("imported", {}), **imported}
+    selectors_path.write_text(json.dumps(selectors, indent=1))
+    return imported
