@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from model_selector.config import ConfigError, Endpoint, load_config, parse_config
+from model_selector.config import ConfigError, Endpoint, check_config, load_config, parse_config
 
 from .conftest import CONFIG
 
@@ -105,3 +107,52 @@ def test_gateway_endpoints_default_to_the_upstream_and_can_be_overridden(raw):
 def test_gateway_endpoint_mistakes_are_refused(raw, field, value, expected):
     raw["models"][0][field] = value
     assert re.search(expected, _error(raw))
+
+
+REFERENCE_DATA = CONFIG.parent.parent / "tests" / "data" / "reference"
+
+
+def test_the_seed_layout_of_the_reference_is_read():
+    config = load_config(REFERENCE_DATA / "seed_router.yaml")
+    assert [d.name for d in config.decisions] == ["math_decision", "code_decision"]
+    assert sorted(config.model_names) == ["codellama-7b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b"]
+    assert config.default_model == "mistral-7b"
+    assert config.model_selection.knn.k == 5 and config.model_selection.svm.gamma == 1.0
+
+
+def test_the_v03_layout_of_the_reference_is_read_and_what_is_ignored_is_said():
+    report = check_config(REFERENCE_DATA / "v03_router.yaml")
+    assert report.layout == "vLLM Semantic Router v0.3" and report.problems == []
+    config = report.config
+    assert config.price("codellama-7b") == 0.2 and config.price("mistral-7b") == 0.25
+    assert config.model_selection.kmeans.n_clusters == 8 and config.model_selection.knn.k == 5
+    assert config.decisions[0].candidates == ["llama-3.2-3b", "mistral-7b"]
+    notes = "\n".join(report.notes)
+    for ignored in ("decision 'science_decision': plugins not supported",
+                    "modelRefs[].use_reasoning not supported", "model 'codellama-7b': endpoints not supported",
+                    "import --from .cache/ml-models"):
+        assert ignored in notes
+
+
+def test_config_check_lists_every_problem(tmp_path):
+    data = yaml.safe_load((REFERENCE_DATA / "v03_router.yaml").read_text())
+    data["routing"]["decisions"][0]["rules"]["conditions"][0]["name"] = "computer_science"
+    data["routing"]["decisions"][1]["modelRefs"].append({"model": "gpt-5-ultra"})
+    data["global"]["router"]["model_selection"]["ml"]["svm"] = {"kernel": "linear"}
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(data))
+    report = check_config(path)
+    assert len(report.problems) == 3 and report.config is None
+    joined = "\n".join(report.problems)
+    assert "did you mean 'computer science'?" in joined and "'gpt-5-ultra' is not in the model catalog" in joined
+    assert "svm.kernel 'linear': our SVM selector is RBF only" in joined
+    with pytest.raises(ConfigError, match="RBF only"):  # loading stops at the first
+        load_config(path)
+
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "config", "check", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout.count("problem: ") == 3 and "3 problem(s)" in result.stdout
+    good = subprocess.run([sys.executable, "-m", "model_selector.cli", "config", "check", str(CONFIG)],
+                          capture_output=True, text=True)
+    assert good.returncode == 0
+    assert "- math_decision (priority 100): when math; knn over all 10 catalog models" in good.stdout

@@ -138,6 +138,57 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_rule(node) -> str:
+    from .config import DomainCondition
+
+    if isinstance(node, DomainCondition):
+        return node.name
+    parts = [_render_rule(child) if isinstance(child, DomainCondition) else f"({_render_rule(child)})"
+             for child in node.conditions]
+    if node.operator == "NOT":
+        return f"NOT {parts[0]}"
+    return f" {node.operator} ".join(parts) if len(parts) > 1 else parts[0]
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import DOMAINS, check_config
+
+    report = check_config(args.file)
+    print(f"{args.file}: {report.layout} layout")
+    config = report.config
+    if config is not None:
+        print(f"catalog: {len(config.models)} models; default_model: {config.default_model}; domain threshold "
+              f"{config.domain_threshold}; cost weight {config.cost_weight}")
+        covered: set[str] = set()
+        for decision in sorted(config.decisions, key=lambda d: (-d.priority, d.name)):
+            algorithm = decision.algorithm.type if len(decision.candidates) > 1 else "single"
+            candidates = (f"all {len(config.models)} catalog models"
+                          if sorted(decision.candidates) == sorted(config.model_names) else ", ".join(decision.candidates))
+            print(f"- {decision.name} (priority {decision.priority}): when {_render_rule(decision.rules)}; "
+                  f"{algorithm} over {candidates}; cost weight "
+                  f"{config.decision_cost_weight(decision)}")
+            covered.update(c.name for c in _domain_conditions(decision.rules))
+        uncovered = [d for d in DOMAINS if d not in covered]
+        if uncovered:
+            print(f"domains no decision names (they go to {config.default_model}): {', '.join(uncovered)}")
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(f"{len(report.problems)} problem(s)")
+    return 1 if report.problems else 0
+
+
+def _domain_conditions(node):
+    from .config import DomainCondition
+
+    if isinstance(node, DomainCondition):
+        yield node
+    else:
+        for child in node.conditions:
+            yield from _domain_conditions(child)
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from .client import route
 
@@ -314,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a repository built with --embedding qwen3-0.6b")
     p.add_argument("--cache-dir", type=Path, default=None, help="Hugging Face cache (default: its own)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("config", help="check a router configuration (ours or vLLM Semantic Router's)")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="print what each decision will do and every problem found")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("route", help="route one query; prints the x-vsr-* headers")
     p.add_argument("query")

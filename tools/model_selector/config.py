@@ -8,13 +8,17 @@ Every problem is reported as one `ConfigError` naming the file, the decision and
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
 
 DOMAINS: tuple[str, ...] = (
     "biology", "business", "chemistry", "computer science", "economics", "engineering",
@@ -234,39 +238,75 @@ def _check_decision(raw: Any, index: int, config: dict[str, Any], catalog: list[
                  "selector is built once for all decisions: set k in model_selection.knn")
 
 
-def parse_config(data: Any, source: str = "<config>") -> RouterConfig:
-    """Validate a parsed YAML document; raise ConfigError with one clear message."""
+def _problems(data: Any, source: str) -> Iterator[str]:
+    """Every problem of a parsed document in our layout; a top-level one ends the list."""
 
     def fail_at(where: str, message: str) -> None:
         raise ConfigError(f"{source}: {where}: {message}")
 
-    if not isinstance(data, dict):
-        fail_at("top level", "expected a mapping with `models`, `default_model` and `decisions`")
-    body = {k: v for k, v in data.items() if k != "decisions"}
     try:
-        RouterConfig.model_validate({**body, "decisions": []})
-    except ValidationError as err:
-        fail_at("top level", _describe_validation_error(err))
-    catalog = [m["name"] for m in data["models"]]
-    if len(set(catalog)) != len(catalog):
-        dup = next(n for n in catalog if catalog.count(n) > 1)
-        fail_at("models", f"model {dup!r} is listed twice in the catalog; keep one entry")
-    if data["default_model"] not in catalog:
-        fail_at("default_model", f"{data['default_model']!r} is not in the model catalog (`models`)")
-    decisions = data.get("decisions") or []
-    if not isinstance(decisions, list):
-        fail_at("decisions", "must be a list of decisions")
+        if not isinstance(data, dict):
+            fail_at("top level", "expected a mapping with `models`, `default_model` and `decisions`")
+        body = {k: v for k, v in data.items() if k != "decisions"}
+        try:
+            RouterConfig.model_validate({**body, "decisions": []})
+        except ValidationError as err:
+            fail_at("top level", _describe_validation_error(err))
+        catalog = [m["name"] for m in data["models"]]
+        if len(set(catalog)) != len(catalog):
+            dup = next(n for n in catalog if catalog.count(n) > 1)
+            fail_at("models", f"model {dup!r} is listed twice in the catalog; keep one entry")
+        if data["default_model"] not in catalog:
+            fail_at("default_model", f"{data['default_model']!r} is not in the model catalog (`models`)")
+        decisions = data.get("decisions") or []
+        if not isinstance(decisions, list):
+            fail_at("decisions", "must be a list of decisions")
+    except ConfigError as err:
+        yield str(err)
+        return
     seen: set[str] = set()
     for index, raw in enumerate(decisions):
-        _check_decision(raw, index, data, catalog, fail_at)
-        if raw["name"] in seen:
-            fail_at(f"decision {raw['name']!r}", "duplicate decision name; give every decision a unique name")
-        seen.add(raw["name"])
+        try:
+            _check_decision(raw, index, data, catalog, fail_at)
+            if raw["name"] in seen:
+                fail_at(f"decision {raw['name']!r}", "duplicate decision name; give every decision a unique name")
+            seen.add(raw["name"])
+        except ConfigError as err:
+            yield str(err)
+
+
+def _our_layout(data: Any, source: str) -> tuple[Any, str, list[str], list[str]]:
+    """(document in our layout, layout name, notes, problems) for either layout."""
+    from .reference_config import is_reference_layout, translate
+
+    if not is_reference_layout(data):
+        return data, "model-selector", [], []
+    mapping = translate(data)
+    return (mapping.data, mapping.layout, [f"{source}: {n}" for n in mapping.notes],
+            [f"{source}: {p}" for p in mapping.problems])
+
+
+def parse_config(data: Any, source: str = "<config>") -> RouterConfig:
+    """Validate a parsed YAML document (ours or the reference's layout); raise ConfigError
+    with one clear message."""
+    data, layout, notes, problems = _our_layout(data, source)
+    for note in notes:
+        log.info("%s", note)
+    problem = next(iter(problems), None) or next(_problems(data, source), None)
+    if problem:
+        raise ConfigError(problem)
     return RouterConfig.model_validate(data)
 
 
-def load_config(path: str | Path) -> RouterConfig:
-    path = Path(path)
+@dataclass
+class ConfigReport:
+    layout: str
+    config: RouterConfig | None
+    notes: list[str]
+    problems: list[str]
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -274,7 +314,24 @@ def load_config(path: str | Path) -> RouterConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
-    return parse_config(data, str(path))
+
+
+def check_config(path: str | Path) -> ConfigReport:
+    """Every note and problem of a configuration file, for `model-selector config check`."""
+    path = Path(path)
+    try:
+        raw = _read_yaml(path)
+    except ConfigError as err:
+        return ConfigReport("unreadable", None, [], [str(err)])
+    data, layout, notes, problems = _our_layout(raw, str(path))
+    problems = problems + list(_problems(data, str(path)))
+    config = None if problems else RouterConfig.model_validate(data)
+    return ConfigReport(layout, config, notes, problems)
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    path = Path(path)
+    return parse_config(_read_yaml(path), str(path))
