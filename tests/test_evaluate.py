@@ -33,11 +33,29 @@ def _record(query="What is 2+2?", model="big", performance=1.0, **extra):
     (_record(performance=1.5), r"records.jsonl:2: `performance` must be a number in \[0, 1\], got 1.5"),
     ({"query": "q", "performance": 1.0}, r"records.jsonl:2: `model_name` must be a non-empty string"),
     (_record(output_tokens=-3), r"records.jsonl:2: `output_tokens` must be a non-negative number"),
+    (_record(response_time="fast"), r"records.jsonl:2: `response_time` must be a non-negative number, got 'fast'"),
 ])
 def test_malformed_lines_name_file_line_and_problem(tmp_path, bad_line, message):
     path = _write(tmp_path, [_record(), bad_line])
     with pytest.raises(DataError, match=message):
         load_records(path, CATALOG)
+
+
+def test_the_reference_benchmark_format_as_published_is_read(tmp_path):
+    published = {"ground_truth": "B", "task_name": "mmlu_pro", "metric": "em_mc", "embedding_id": 17,
+                 "response": "The answer is (B)"}
+    path = _write(tmp_path, [_record(category="math", response_time=0.523, **published),
+                             _record(model="small", performance=0.0, category="math", response_time=1.2, **published)])
+    data = load_records(path, CATALOG)
+    assert data.queries == ["What is 2+2?"] and data.performance.tolist() == [[1.0, 0.0]]
+
+
+def test_download_benchmark_without_the_hub_says_what_to_do(tmp_path, monkeypatch):
+    from model_selector.data import download_benchmark
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="could not download validation_benchmark_with_gt.jsonl .* pass the file"):
+        download_benchmark(tmp_path / "out", cache_dir=tmp_path / "cache")
 
 
 def test_queries_without_results_for_a_catalog_model_are_refused(tmp_path):

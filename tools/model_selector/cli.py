@@ -189,6 +189,14 @@ def _domain_conditions(node):
             yield from _domain_conditions(child)
 
 
+def cmd_download_benchmark(args: argparse.Namespace) -> int:
+    from .data import download_benchmark
+
+    path = download_benchmark(args.out, args.repo_id, args.file, args.cache_dir)
+    print(f"wrote {path}; use it with `model-selector evaluate --data {path}` or `build --data {path}`")
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from .client import route
 
@@ -371,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="print what each decision will do and every problem found")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("download-benchmark", help="fetch vLLM Semantic Router's published benchmark records")
+    p.add_argument("--repo-id", default="abdallah1008/ml-selection-benchmark-data", help="Hugging Face dataset")
+    p.add_argument("--file", default="validation_benchmark_with_gt.jsonl")
+    p.add_argument("--out", type=Path, default=Path("data/reference"), help="directory to write the file to")
+    p.add_argument("--cache-dir", type=Path, default=None, help="Hugging Face cache (default: its own)")
+    p.set_defaults(func=cmd_download_benchmark)
 
     p = sub.add_parser("route", help="route one query; prints the x-vsr-* headers")
     p.add_argument("query")

@@ -141,7 +141,13 @@ class EvalSet:
 
 
 def load_records(path: Path, catalog: list[str]) -> EvalSet:
-    """The reference's record format: one JSON line per query x model."""
+    """The reference's record format: one JSON line per query x model.
+
+    Fields read: `query`, `model_name`, `performance` in [0, 1], optional `category`
+    (unknown ones count as "other", as in the reference), `output_tokens` and
+    `response_time` (seconds). Other fields of the reference's published benchmark
+    (`ground_truth`, `task_name`, `metric`, `embedding_id`, `response`) are accepted and
+    not used."""
     by_query: dict[str, dict] = {}
     unknown_models: set[str] = set()
     with open(path, encoding="utf-8") as fh:
@@ -161,9 +167,11 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
             perf = record.get("performance")
             if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
                 raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
+            for key in ("output_tokens", "response_time"):  # response_time: seconds, as the reference writes it
+                value = record.get(key)
+                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                    raise DataError(f"{where}: `{key}` must be a non-negative number, got {value!r}")
             tokens = record.get("output_tokens")
-            if tokens is not None and (not isinstance(tokens, (int, float)) or tokens < 0):
-                raise DataError(f"{where}: `output_tokens` must be a non-negative number, got {tokens!r}")
             category = record.get("category")
             if category is not None and category not in DOMAINS:
                 category = "other"  # the reference's rule for unknown categories
@@ -218,3 +226,28 @@ def is_test_question(question_id: int) -> bool:
 def split_train_test(bench: Benchmark) -> tuple[Benchmark, Benchmark]:
     test = np.array([is_test_question(int(q)) for q in bench.question_ids])
     return bench.subset(~test), bench.subset(test)
+
+
+BENCHMARK_HUB_REPO = "abdallah1008/ml-selection-benchmark-data"
+BENCHMARK_FILE = "validation_benchmark_with_gt.jsonl"
+
+
+def download_benchmark(out_dir: Path, repo_id: str = BENCHMARK_HUB_REPO, filename: str = BENCHMARK_FILE,
+                       cache_dir: Path | None = None) -> Path:
+    """The reference's published benchmark (a Hugging Face dataset), copied to `out_dir`."""
+    import shutil
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        cached = hf_hub_download(repo_id, filename, repo_type="dataset",
+                                 cache_dir=str(cache_dir) if cache_dir else None)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise DataError(f"could not download {filename} from the Hugging Face dataset {repo_id} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); fetch it elsewhere and pass "
+                        "the file to `evaluate --data` or `build --data`") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / filename
+    shutil.copyfile(cached, target)
+    return target
