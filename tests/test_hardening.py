@@ -322,8 +322,11 @@ def test_a_killed_decision_stub_is_restarted(own_server, measurements):
     assert len(after) > 50 and all(o[3] is None for o in after)
     assert own_server.watchdog.restarts == [repo.DECISION]
     assert _stub_pid(own_server, repo.DECISION) not in (None, pid)
+    in_flight = sum(1 for f in failures if f[0] <= killed_at)
+    late = max((f[0] - killed_at for f in failures if f[0] > killed_at), default=0.0)
     measurements.append(f"decision stub killed under load (4 clients): {len(failures)} of {len(traffic.outcomes)} "
-                        f"requests failed, all within {recovered_at - killed_at:.1f} s of the kill; "
+                        f"requests failed ({in_flight} in flight at the kill, the others sent within {late:.1f} s "
+                        f"of it), the last answered {recovered_at - killed_at:.1f} s after the kill; "
                         f"{len(after)} requests after that, 0 failures")
 
 

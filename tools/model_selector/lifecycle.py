@@ -2,9 +2,9 @@
 
 **Watchdog.** When a python model's stub process dies, this Triton release neither
 restarts it nor marks the model unready: every later request fails with "Stub process
-'<instance>' is not healthy". The watchdog sends a probe query through the ensemble at a
-fixed interval; when the answer names a dead stub, it reloads that model. A reload starts
-a fresh stub, and Triton swaps the new instance in when it is ready.
+'<instance>' is not healthy". The watchdog notices (by the stub processes of a local
+server, or by a probe query through the ensemble) and reloads that model. A reload
+starts a fresh stub, and Triton swaps the new instance in when it is ready.
 
 **Reload.** `model-selector reload` loads a new `router.yaml`, or the repository's rebuilt
 selector artifacts, into a running server as a new model version through Triton's model
@@ -35,6 +35,7 @@ from .serve import ADAPTER_SOURCE, SYS_PATH_HEADER
 log = logging.getLogger(__name__)
 
 DEAD_STUB = re.compile(r"Stub process '(?P<instance>[^']+)' is not healthy")
+INSTANCE_NAME = re.compile(r"\w+_\d+_\d+")
 PROBE_QUERY = "model-selector watchdog probe"
 
 
@@ -47,12 +48,39 @@ def model_of_instance(instance: str) -> str:
     return re.sub(r"(_\d+)+$", "", instance)
 
 
-class StubWatchdog:
-    """Probes the ensemble and reloads any model whose python stub has died; a background thread."""
+def stub_instances(server_pid: int) -> set[str]:
+    """Instance names (`decision_0_0`, ...) of the live python stubs of a local tritonserver."""
+    instances = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == server_pid and argv[0].endswith("triton_python_backend_stub"):
+            names = [arg for arg in argv[1:] if INSTANCE_NAME.fullmatch(arg)]
+            if names:
+                instances.add(names[-1])
+    return instances
 
-    def __init__(self, url: str, interval_s: float = 0.5):
+
+class StubWatchdog:
+    """Reloads any model whose python stub has died; a background thread.
+
+    Given `server_pid` (a server on this machine) it watches the stub processes and reacts
+    within `PROCESS_POLL_S` of one exiting. Everywhere, and as a backstop, it sends a probe
+    query through the ensemble every `interval_s` and reloads the model a dead-stub error
+    names. A model an operator unloaded is left alone.
+    """
+
+    PROCESS_POLL_S = 0.1
+
+    def __init__(self, url: str, interval_s: float = 0.5, server_pid: int | None = None):
         self.url = url
         self.interval_s = interval_s
+        self.server_pid = server_pid
         self.restarts: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
@@ -65,6 +93,18 @@ class StubWatchdog:
         self._stop.set()
         self._thread.join(10)
 
+    def _reload(self, client: grpcclient.InferenceServerClient, model: str, why: str) -> None:
+        log.warning("the python stub of %r died (%s); reloading the model", model, why)
+        self.restarts.append(model)
+        started = time.monotonic()
+        try:
+            # Returns once the dead instance is unloaded too, which can take much longer
+            # than the new instance takes to start serving.
+            client.load_model(model)
+            log.info("%r reloaded with a fresh stub (%.1f s)", model, time.monotonic() - started)
+        except InferenceServerException as err:
+            log.error("could not reload %r: %s", model, err.message())
+
     def _probe(self, client: grpcclient.InferenceServerClient) -> None:
         tensor = grpcclient.InferInput("query", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[PROBE_QUERY.encode()]], dtype=np.object_))
@@ -72,26 +112,35 @@ class StubWatchdog:
             client.infer(ENSEMBLE, [tensor], client_timeout=10)
         except InferenceServerException as err:
             match = DEAD_STUB.search(err.message() or "")
-            if not match:
+            if match:
+                self._reload(client, model_of_instance(match["instance"]), "a probe query failed")
+            else:
                 log.debug("watchdog probe failed: %s", err.message())
-                return
-            model = model_of_instance(match["instance"])
-            log.warning("the python stub of %r died; reloading the model", model)
-            self.restarts.append(model)
-            started = time.monotonic()
+
+    def _watch_processes(self, client: grpcclient.InferenceServerClient, seen: set[str]) -> set[str]:
+        live = stub_instances(self.server_pid)
+        for instance in sorted(seen - live):
+            model = model_of_instance(instance)
             try:
-                # Returns once the dead instance is unloaded too, which can take much longer
-                # than the new instance takes to start serving.
-                client.load_model(model)
-                log.info("%r reloaded with a fresh stub (%.1f s)", model, time.monotonic() - started)
-            except InferenceServerException as reload_err:
-                log.error("could not reload %r: %s", model, reload_err.message())
+                ready = client.is_model_ready(model)
+            except InferenceServerException:
+                continue
+            if ready:  # a model an operator unloaded is not ready
+                self._reload(client, model, "its process exited")
+        return stub_instances(self.server_pid) if seen - live else live
 
     def _run(self) -> None:
         client = grpcclient.InferenceServerClient(self.url)
+        tick = self.PROCESS_POLL_S if self.server_pid else self.interval_s
+        seen = stub_instances(self.server_pid) if self.server_pid else set()
+        next_probe = time.monotonic() + self.interval_s
         try:
-            while not self._stop.wait(self.interval_s):
-                self._probe(client)
+            while not self._stop.wait(tick):
+                if self.server_pid:
+                    seen = self._watch_processes(client, seen)
+                if time.monotonic() >= next_probe:
+                    self._probe(client)
+                    next_probe = time.monotonic() + self.interval_s
         finally:
             client.close()
 

@@ -239,7 +239,7 @@ class LocalTritonServer:
         if self.use_watchdog:
             from .lifecycle import StubWatchdog
 
-            self.watchdog = StubWatchdog(self.grpc_url).start()
+            self.watchdog = StubWatchdog(self.grpc_url, server_pid=self.process.pid).start()
 
     def _log_tail(self, lines: int = 25) -> str:
         try:
