@@ -229,7 +229,7 @@ def test_without_triton_the_gateway_answers_503_or_falls_back(gateway_config, mo
             serve_in_thread(create_gateway_app(fallback, f"127.0.0.1:{dead_triton}"), "127.0.0.1",
                             fallback_port) as fallback_url:
         response = chat(url, MATH_QUERY)
-        assert response.status_code == 503
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert response.json()["error"]["code"] == "router_unavailable"
         assert chat(url, MATH_QUERY, model=PLAIN_MODEL).status_code == 200  # pass-through needs no router
         missing_key = chat(url, "hi", model=KEYED_MODEL)
@@ -241,6 +241,18 @@ def test_without_triton_the_gateway_answers_503_or_falls_back(gateway_config, mo
         assert response.headers["x-vsr-selected-model"] == config.default_model
         assert 'model_selector_gateway_fallbacks_total{reason="unreachable"} 1.0' in \
             httpx.get(f"{fallback_url}/metrics").text
+
+
+def test_a_full_triton_queue_is_reported_as_overload_not_as_down():
+    from tritonclient.utils import InferenceServerException
+
+    from model_selector.client import _unavailable
+
+    full = InferenceServerException("in ensemble 'model_selector', Exceeds maximum queue size",
+                                    status="StatusCode.UNAVAILABLE")
+    assert "overloaded" in str(_unavailable("h:1", full)) and "serve" not in str(_unavailable("h:1", full))
+    down = InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+    assert "not reachable" in str(_unavailable("h:1", down))
 
 
 def test_routing_text_rules():

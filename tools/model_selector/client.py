@@ -48,8 +48,11 @@ def _routes(result, n: int) -> list[Route]:
 
 
 def _unavailable(url: str, err: InferenceServerException) -> RouterUnavailable:
-    return RouterUnavailable(f"Triton at {url} is not reachable ({err.message()}); "
-                             "start it with `model-selector serve`")
+    message = err.message() or ""
+    if "Exceeds maximum queue size" in message:
+        return RouterUnavailable(f"Triton at {url} is overloaded: its queue is full and it refused the request; "
+                                 "retry after a short backoff")
+    return RouterUnavailable(f"Triton at {url} is not reachable ({message}); start it with `model-selector serve`")
 
 
 class RouterClient:

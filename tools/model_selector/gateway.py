@@ -51,8 +51,10 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
-    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+    def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        # A refused or unreachable router is worth retrying shortly.
+        headers = {"retry-after": "1"} if self.status == 503 else None
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
@@ -133,8 +135,9 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
         try:
             route = (await state["router"].select([text]))[0]
         except (RouterUnavailable, InferenceServerException) as err:
-            reason = "unreachable" if isinstance(err, RouterUnavailable) else "error"
             message = err.message() if isinstance(err, InferenceServerException) else str(err)
+            reason = ("overloaded" if "overloaded" in message else "unreachable") \
+                if isinstance(err, RouterUnavailable) else "error"
             if not settings.fallback_to_default_model:
                 log.error("routing failed: %s", message)
                 raise GatewayError(503, f"the router is unavailable ({message}); retry later or name a model",
