@@ -133,6 +133,12 @@ def build(options: BuildOptions) -> dict:
                 return manifest
             except ServeError as err:
                 log.warning("rebuilding: %s", err)
+    previous_selectors = repository / repo.DECISION / repo.VERSION / "selectors.json"
+    if previous_selectors.is_file():
+        imported = json.loads(previous_selectors.read_text()).get("imported", {})
+        if imported:
+            log.warning("rebuilding replaces the imported reference selectors (%s) with newly trained ones; run "
+                        "`model-selector import` again to serve the reference's", ", ".join(sorted(imported)))
     started = time.monotonic()
     models = config.model_names
 
