@@ -9,7 +9,6 @@ import pytest
 
 from model_selector.build import BuildOptions, build
 from model_selector.data import PROJECT_ROOT
-from model_selector.serve import free_ports
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of load generators, not wanted in test logs
 
@@ -28,9 +27,7 @@ def built_repository() -> Path:
 def server(built_repository):
     from model_selector.serve import LocalTritonServer
 
-    grpc_port, http_port, metrics_port = free_ports(3)
-    with LocalTritonServer(built_repository, grpc_port=grpc_port, http_port=http_port,
-                           metrics_port=metrics_port) as running:
+    with LocalTritonServer.on_free_ports(built_repository) as running:
         yield running
 
 

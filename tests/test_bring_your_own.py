@@ -13,7 +13,6 @@ from model_selector.data import PROJECT_ROOT, load_records
 from model_selector.evaluate import evaluate
 from model_selector.serve import LocalTritonServer
 
-from .conftest import free_ports
 
 EXAMPLE = PROJECT_ROOT / "examples" / "bring-your-own"
 
@@ -43,8 +42,7 @@ def test_the_repository_routes_within_the_users_catalog(user_repository):
 
 
 def test_the_served_user_repository_answers(user_repository):
-    grpc, http, metrics = free_ports(3)
-    with LocalTritonServer(user_repository, grpc_port=grpc, http_port=http, metrics_port=metrics) as server, \
+    with LocalTritonServer.on_free_ports(user_repository) as server, \
             RouterClient(server.grpc_url) as client:
         routes = client.select(["Find the derivative of x^3 + 2x", "Who wrote the Federalist Papers?"])
     assert routes[0].decision == "stem_decision" and routes[0].selected_model in {"gpt-4o", "gemini-flash",

@@ -18,8 +18,9 @@ import yaml
 from model_selector.client import route
 from model_selector.config import load_config
 from model_selector.gateway import GatewayError, create_gateway_app, routing_text, serve_in_thread
+from model_selector.serve import free_ports
 
-from .conftest import CONFIG, free_ports
+from .conftest import CONFIG
 
 MATH_QUERY = "Calculate the derivative of sin(x) * cos(x)"
 KEYED_MODEL = "Phi-3-mini-4k-instruct"  # behind a mock that demands an API key

@@ -33,7 +33,7 @@ from model_selector.client import RouterClient
 from model_selector.config import load_config
 from model_selector.contract import ENSEMBLE
 from model_selector.lifecycle import ReloadError, reload_config, reload_selectors
-from model_selector.serve import SYS_PATH_HEADER, LocalTritonServer, ServeError, check_built, free_ports
+from model_selector.serve import SYS_PATH_HEADER, LocalTritonServer, ServeError, check_built
 
 from .conftest import CONFIG
 
@@ -251,9 +251,7 @@ def own_repository(built_repository, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def own_server(own_repository):
-    grpc_port, http_port, metrics_port = free_ports(3)
-    with LocalTritonServer(own_repository, grpc_port=grpc_port, http_port=http_port,
-                           metrics_port=metrics_port) as running:
+    with LocalTritonServer.on_free_ports(own_repository) as running:
         yield running
 
 

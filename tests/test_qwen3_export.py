@@ -22,7 +22,6 @@ from model_selector import repository as repo
 from model_selector.export import PooledEncoder, export_onnx, resolve_backbone, write_tokenizer
 from model_selector.serve import LocalTritonServer
 
-from .conftest import free_ports
 
 TEXTS = ["Calculate the derivative of sin(x) * cos(x)", "hi", "", "日本語のテキスト 🚀 and some English",
          "A much longer question about the law of contracts " * 6]
@@ -68,8 +67,7 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
             encoder(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy()
             for ids in (tokenizer.encode(t).ids for t in TEXTS)])
 
-    grpc_port, http_port, metrics_port = free_ports(3)
-    with LocalTritonServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port) as server:
+    with LocalTritonServer.on_free_ports(repository) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         query = grpcclient.InferInput("query", [len(TEXTS), 1], "BYTES")
         query.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_).reshape(-1, 1))

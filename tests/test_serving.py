@@ -14,8 +14,9 @@ import pytest
 from model_selector.client import RouterClient, RouterUnavailable, route
 from model_selector.config import load_config
 from model_selector.data import load_mmlu_pro
+from model_selector.serve import free_ports
 
-from .conftest import CONFIG, free_ports
+from .conftest import CONFIG
 
 SEED_QUERY = "Calculate the derivative of sin(x) * cos(x)"
 HEADERS = ["x-vsr-selected-model", "x-vsr-selected-decision", "x-vsr-selected-category",

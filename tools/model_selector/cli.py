@@ -264,11 +264,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.url:
         report = run_benchmark(options, args.cache_dir)
     else:
-        from .serve import LocalTritonServer, free_ports
+        from .serve import LocalTritonServer
 
-        grpc_port, http_port, metrics_port = free_ports(3)
-        with LocalTritonServer(args.repository, grpc_port=grpc_port, http_port=http_port,
-                               metrics_port=metrics_port) as server:
+        with LocalTritonServer.on_free_ports(args.repository) as server:
             report = run_benchmark(replace(options, url=server.grpc_url, server_pid=server.process.pid),
                                    args.cache_dir)
     if args.out:

@@ -167,12 +167,13 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
     async def chat_completions(request: Request) -> Response:
         model, decision, status = "", "", 500
         try:
+            too_large = GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
             declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before it is read
+                raise too_large
             raw = await request.body()
             if len(raw) > MAX_BODY_BYTES:
-                raise GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
+                raise too_large
             try:
                 body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:

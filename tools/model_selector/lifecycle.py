@@ -3,7 +3,7 @@
 **Watchdog.** When a python model's stub process dies, this Triton release neither
 restarts it nor marks the model unready: every later request fails with "Stub process
 '<instance>' is not healthy". The watchdog notices (by the stub processes of a local
-server, or by a probe query through the ensemble) and reloads that model. A reload
+server, or else by a probe query through the ensemble) and reloads that model. A reload
 starts a fresh stub, and Triton swaps the new instance in when it is ready.
 
 **Reload.** `model-selector reload` loads a new `router.yaml`, or the repository's rebuilt
@@ -70,9 +70,9 @@ class StubWatchdog:
     """Reloads any model whose python stub has died; a background thread.
 
     Given `server_pid` (a server on this machine) it watches the stub processes and reacts
-    within `PROCESS_POLL_S` of one exiting. Everywhere, and as a backstop, it sends a probe
-    query through the ensemble every `interval_s` and reloads the model a dead-stub error
-    names. A model an operator unloaded is left alone.
+    within `PROCESS_POLL_S` of one exiting. Otherwise it sends a probe query through the
+    ensemble every `interval_s` (it shows in Triton's statistics and the route counter) and
+    reloads the model a dead-stub error names. A model an operator unloaded is left alone.
     """
 
     PROCESS_POLL_S = 0.1
@@ -131,16 +131,13 @@ class StubWatchdog:
 
     def _run(self) -> None:
         client = grpcclient.InferenceServerClient(self.url)
-        tick = self.PROCESS_POLL_S if self.server_pid else self.interval_s
         seen = stub_instances(self.server_pid) if self.server_pid else set()
-        next_probe = time.monotonic() + self.interval_s
         try:
-            while not self._stop.wait(tick):
+            while not self._stop.wait(self.PROCESS_POLL_S if self.server_pid else self.interval_s):
                 if self.server_pid:
                     seen = self._watch_processes(client, seen)
-                if time.monotonic() >= next_probe:
+                else:
                     self._probe(client)
-                    next_probe = time.monotonic() + self.interval_s
         finally:
             client.close()
 
@@ -176,6 +173,11 @@ def _python_model(source: Path) -> bytes:
     return (SYS_PATH_HEADER + source.read_text()).encode()
 
 
+def _decision_files(decision_dir: Path, router_yaml: bytes) -> dict[str, bytes]:
+    return {"model.py": _python_model(decision_dir / "model.py"), "router.yaml": router_yaml,
+            "selectors.json": (decision_dir / "selectors.json").read_bytes()}
+
+
 def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
     """Serve `config_path` as the decision model's router.yaml, with the repository's selectors."""
     decision_dir = repository / repo.DECISION / repo.VERSION
@@ -191,11 +193,7 @@ def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
                           f"({', '.join(trained)}); a new catalog needs `model-selector build` and a restart")
     new_config = config_path.read_bytes()
     with grpcclient.InferenceServerClient(url) as client:
-        reloaded = _load_with_files(client, repo.DECISION, {
-            "model.py": _python_model(decision_dir / "model.py"),
-            "router.yaml": new_config,
-            "selectors.json": selectors.read_bytes(),
-        })
+        reloaded = _load_with_files(client, repo.DECISION, _decision_files(decision_dir, new_config))
     # The repository keeps what is served: a restart, or the watchdog reloading the model
     # from the repository, serves this configuration too.
     served_copy = decision_dir / "router.yaml"
@@ -222,9 +220,6 @@ def reload_selectors(url: str, repository: Path) -> list[Reloaded]:
         if served.get("backend") == "python":  # a local server hosts ONNX models in the python adapter
             files["model.py"] = _python_model(ADAPTER_SOURCE)
         reloaded = [_load_with_files(client, repo.HEADS, files)]
-        reloaded.append(_load_with_files(client, repo.DECISION, {
-            "model.py": _python_model(decision_dir / "model.py"),
-            "router.yaml": (decision_dir / "router.yaml").read_bytes(),
-            "selectors.json": (decision_dir / "selectors.json").read_bytes(),
-        }))
+        reloaded.append(_load_with_files(client, repo.DECISION, _decision_files(
+            decision_dir, (decision_dir / "router.yaml").read_bytes())))
         return reloaded

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
-def _model(nodes: list, inputs: list, outputs: list, initializers: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
+def make_model(nodes: list, inputs: list, outputs: list, initializers: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, name, inputs, outputs,
         [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
@@ -87,7 +87,7 @@ def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedd
         _embedding_input(embedding_weights.shape[0]),
     ]
     out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", classes])
-    return _model(nodes, inputs, [out], inits, "domain_classifier")
+    return make_model(nodes, inputs, [out], inits, "domain_classifier")
 
 
 def with_domain_prior(model: onnx.ModelProto, table: np.ndarray, weight: float,
@@ -158,7 +158,7 @@ def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature
         helper.make_node("ReduceSum", ["weighted", "axes1"], [output], keepdims=0),
     ]
     out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", table.shape[1]])
-    return _model(nodes, [_embedding_input(dim)], [out], inits, name)
+    return make_model(nodes, [_embedding_input(dim)], [out], inits, name)
 
 
 def rbf_svm_probabilities(vectors: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray,
@@ -204,13 +204,13 @@ def rbf_svm_probabilities(vectors: np.ndarray, dual_coef: np.ndarray, intercept:
         helper.make_node("Reciprocal", ["platt_denominator"], [output]),
     ]
     out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", dual_coef.shape[1]])
-    return _model(nodes, [_embedding_input(dim)], [out], inits, "svm_selector")
+    return make_model(nodes, [_embedding_input(dim)], [out], inits, "svm_selector")
 
 
 SHARED_TENSORS = ("input_ids", "attention_mask", "embedding", "domain_probs")
 
 
-def _renamed_into(target: onnx.GraphProto, source: onnx.GraphProto, prefix: str, renames: dict[str, str]) -> None:
+def copy_renamed(target: onnx.GraphProto, source: onnx.GraphProto, prefix: str, renames: dict[str, str]) -> None:
     """Copy `source`'s nodes and initializers into `target`, every private name under `prefix/`."""
     def rename(name: str) -> str:
         if name in renames:
@@ -237,10 +237,10 @@ def combine_heads(classifier: onnx.ModelProto, selectors: dict[str, onnx.ModelPr
     (docs/performance.md); each part stays the exact graph its tests check.
     """
     graph = helper.make_graph([], "router_heads", list(classifier.graph.input), list(classifier.graph.output))
-    _renamed_into(graph, classifier.graph, "classifier", {})
+    copy_renamed(graph, classifier.graph, "classifier", {})
     for algorithm, model in selectors.items():
         output = f"{algorithm}_scores"
-        _renamed_into(graph, model.graph, algorithm, {"scores": output})
+        copy_renamed(graph, model.graph, algorithm, {"scores": output})
         info = graph.output.add()
         info.CopyFrom(model.graph.output[0])
         info.name = output

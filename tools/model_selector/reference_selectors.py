@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from . import repository as repo
 from .config import DOMAINS
-from .onnx_graphs import OPSET
+from .onnx_graphs import copy_renamed, make_model
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,12 @@ class _Graph:
 
     def model(self, scores: str, catalog: list[str], name: str) -> onnx.ModelProto:
         self.node("Identity", [scores], ["scores"])
-        graph = helper.make_graph(
-            self.nodes, name,
+        return make_model(
+            self.nodes,
             [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", self.embedding_dim]),
              helper.make_tensor_value_info("domain_probs", TensorProto.FLOAT, ["batch", len(DOMAINS)])],
             [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", len(catalog)])],
-            [numpy_helper.from_array(np.asarray(v), k) for k, v in self.inits.items()])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="model-selector")
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        return model
+            self.inits, name)
 
 
 def _columns(names: list[str], catalog: list[str]) -> np.ndarray:
@@ -347,17 +342,7 @@ def splice_into_heads(heads: onnx.ModelProto, imported: dict[str, onnx.ModelProt
         retired = f"{algorithm}/native_scores"
         for node in graph.node:
             node.output[:] = [retired if name == output else name for name in node.output]
-        prefix = f"reference_{algorithm}"
-        for node in model.graph.node:
-            copy = graph.node.add()
-            copy.CopyFrom(node)
-            rename = {"embedding": "embedding", "domain_probs": "domain_probs", "scores": output}
-            copy.input[:] = [rename.get(n, f"{prefix}/{n}") for n in node.input]
-            copy.output[:] = [rename.get(n, f"{prefix}/{n}") for n in node.output]
-        for initializer in model.graph.initializer:
-            copy = graph.initializer.add()
-            copy.CopyFrom(initializer)
-            copy.name = f"{prefix}/{initializer.name}"
+        copy_renamed(graph, model.graph, f"reference_{algorithm}", {"scores": output})
     _prune(graph)
     onnx.checker.check_model(spliced)
     return spliced

@@ -212,6 +212,12 @@ class LocalTritonServer:
         self.use_watchdog = watchdog
         self.watchdog = None
 
+    @classmethod
+    def on_free_ports(cls, repository: Path, **kwargs) -> LocalTritonServer:
+        """A server on three ports free right now (tests, benchmarks)."""
+        grpc_port, http_port, metrics_port = free_ports(3)
+        return cls(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, **kwargs)
+
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
