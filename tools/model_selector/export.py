@@ -73,7 +73,11 @@ def resolve_backbone(spec: str) -> Backbone:
         if not (source / required).is_file():
             raise BackboneError(f"{source}: {required} is missing; a backbone directory needs config.json, "
                                 "tokenizer.json and the weights (*.safetensors)")
-    config = json.loads((source / "config.json").read_text())
+    return backbone_from_config(name, source, json.loads((source / "config.json").read_text()))
+
+
+def backbone_from_config(name: str, source: Path, config: dict) -> Backbone:
+    """Pooling, length and padding for a model directory with this config.json."""
     model_type = config.get("model_type", "")
     if model_type == "qwen3":
         # Qwen3-Embedding: last real token (the appended <|endoftext|>) pooled, 8K context
@@ -158,13 +162,16 @@ def export_onnx(backbone: Backbone, out_path: Path, fp16: bool = False) -> int:
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
-    model = onnx.load(str(tmp_dir / "model.onnx"))
+    # Over protobuf's 2 GB (Qwen3-0.6B in fp32) the exporter writes the weights as external files;
+    # the proto can then only be handled with them detached.
+    model = onnx.load(str(tmp_dir / "model.onnx"), load_external_data=False)
     # The exporter leaves the embedding width symbolic; Triton configs and checks want it fixed.
     model.graph.output[0].type.tensor_type.shape.dim[1].Clear()
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = dim
-    large = model.ByteSize() > 1_800_000_000 if not any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer
-    ) else True
+    external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+    large = external or model.ByteSize() > 1_800_000_000
+    if external:
+        onnx.load_external_data_for_model(model, str(tmp_dir))
     onnx.save_model(model, str(out_path), save_as_external_data=large, all_tensors_to_one_file=True,
                     location=out_path.name + ".data")
     shutil.rmtree(tmp_dir)
