@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from tqdm import tqdm
 from . import repository as repo
 from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS
 from .data import DEFAULT_DATA_DIR, load_mmlu_pro, load_short_questions, split_train_test
+from .machine import machine
 
 log = logging.getLogger(__name__)
 
@@ -183,26 +182,6 @@ def process_tree_rss_mb(pid: int) -> float | None:
             continue
         todo.extend(children.get(current, []))
     return round(total_kb / 1024, 1) if total_kb else None
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
-        memory_gb = round(kb / 1024 / 1024, 1)
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "platform": platform.platform(),
-            "gpu": None}
 
 
 def inprocess_baseline(repository: Path, queries: list[str], requests: int) -> dict:
