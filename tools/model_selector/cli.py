@@ -275,6 +275,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark_embedding(args: argparse.Namespace) -> int:
+    from .embedding_bench import run_from_args
+
+    return run_from_args(args, "model-selector " + " ".join(sys.argv[1:]))
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -429,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-perf-analyzer-data", type=Path, default=None,
                    help="write the query set as perf_analyzer --input-data JSON")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("benchmark-embedding",
+                       help="time the embedding graph alone with onnxruntime (CUDA, TensorRT, CPU) over batch x tokens")
+    from .embedding_bench import add_arguments as embedding_bench_arguments
+
+    embedding_bench_arguments(p)
+    p.set_defaults(func=cmd_benchmark_embedding)
 
     p = sub.add_parser("gateway", help="OpenAI-compatible HTTP gateway: route chat requests to the chosen LLM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
