@@ -9,6 +9,7 @@ import pytest
 from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings, load_config
 from model_selector.data import load_mmlu_pro, split_train_test
 from model_selector.embed import OnnxEmbedder
+from model_selector.onnx_graphs import int8_similarity, quantize_keys
 from model_selector.train import (DomainPrior, domain_quality_table, fit_model_svms, svm_selector_from,
                                   train_domain_classifier, train_kmeans, train_knn)
 
@@ -59,6 +60,29 @@ def test_knn_onnx_matches_numpy(data, prior, test_probs):
     assert got.shape == (len(x_test), len(train.model_names))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_knn_int8_similarities_stay_close_to_fp32_and_find_the_same_neighbours(data):
+    _, x, _, x_test, _ = data
+    exact = x_test @ x.T
+    approx = int8_similarity(x_test, *quantize_keys(x))
+    assert np.abs(approx - exact).max() < 0.005
+    k = 100
+    overlap = [len(np.intersect1d(a, e)) / k for a, e in zip(np.argsort(-approx, axis=1)[:, :k],
+                                                             np.argsort(-exact, axis=1)[:, :k])]
+    assert np.mean(overlap) > 0.95
+
+
+def test_knn_row_does_not_depend_on_its_batch(data, prior, test_probs):
+    """Each row is quantized with its own scale: a query routes the same alone or batched with odd rows."""
+    _, x, train, x_test, _ = data
+    knn = train_knn(x, train.performance, KnnSettings(k=10), prior)
+    session = ort.InferenceSession(knn.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    alone = session.run(None, {"embedding": x_test[:1], "domain_probs": test_probs[:1]})[0]
+    odd = np.stack([x_test[0], 50 * x_test[1], np.zeros_like(x_test[0])])
+    batched = session.run(None, {"embedding": odd, "domain_probs": test_probs[[0, 1, 2]]})[0]
+    # Equal up to float summation order; a scale shared by the batch would move it by about 1e-3.
+    np.testing.assert_allclose(batched[0], alone[0], rtol=0, atol=1e-6)
 
 
 def test_knn_predicts_neighbour_quality_and_the_prior_pulls_it():

@@ -344,7 +344,7 @@ def markdown(report: dict) -> str:
               "| | throughput (req/s) | p50 ms |", "|---|---|---|",
               f"| in-process ONNX pipeline, one query at a time | {inprocess['throughput_rps']} | {inprocess['p50_ms']} |",
               "", "| KNN step, batch 1 | ms per query |", "|---|---|",
-              f"| ours (MatMul + TopK over {report['baselines']['knn_training_queries']} unique queries) | "
+              f"| ours (int8 MatMul + TopK over {report['baselines']['knn_training_queries']} unique queries) | "
               f"{report['baselines']['knn_ms']} |",
               f"| reference (BallTree over {report['baselines']['reference_records']} records, rebuilt per request) | "
               f"{report['baselines']['reference_knn_ms']} |", "",
