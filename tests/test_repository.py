@@ -80,3 +80,22 @@ def test_python_models_import_only_what_the_serving_image_installs():
             "'transformers'} & set(sys.modules); print(sorted(heavy)); sys.exit(bool(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_embedding_instances_and_threads_reach_the_config_and_the_local_server(tmp_path):
+    shape = repo.RepositoryShape(384, 10, 0, "cpu", embedding_instances=2, embedding_threads=1)
+    repo.write_configs(tmp_path / "repository", shape)
+    repo.copy_python_models(tmp_path / "repository")
+    embedding = read_config(tmp_path / "repository" / repo.EMBEDDING / "config.pbtxt")
+    assert embedding.instance_group[0].count == 2
+    assert embedding.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert embedding.parameters["intra_op_thread_count"].string_value == "1"
+
+    from model_selector.serve import materialise
+
+    local = read_config(materialise(tmp_path / "repository", tmp_path / "runtime") / repo.EMBEDDING / "config.pbtxt")
+    assert local.backend == "python" and local.instance_group[0].count == 2
+    assert local.parameters["intra_op_thread_count"].string_value == "1"
+
+    default = repo.model_configs(repo.RepositoryShape(384, 10, 0))[repo.EMBEDDING]
+    assert default.instance_group[0].count == 1 and "intra_op_thread_count" not in default.parameters

@@ -41,6 +41,8 @@ class BuildOptions:
     repository: Path = Path("model_repository")
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "gpu"
+    embedding_instances: int = 1
+    embedding_threads: int = 0
     cache_dir: Path | None = None
     records: Path | None = None  # the user's benchmark records for the selectors (default: MMLU-Pro)
     force: bool = False
@@ -59,6 +61,8 @@ def _versions() -> dict[str, str]:
 def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
+                              "embedding_instances": options.embedding_instances,
+                              "embedding_threads": options.embedding_threads,
                               "version": _versions()["model-selector"]}).encode())
     inputs = [Path(options.config), DOMAIN_TOPICS, *data_files(options.data_dir)]
     if options.records:
@@ -184,7 +188,8 @@ def build(options: BuildOptions) -> dict:
     if options.device in repo.FP16_DEVICES:
         fp16_agreement = _export_fp16(backbone, embedding_path, tokenizer_path, test.queries[:64])
     repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device,
-                                                        backbone.max_length))
+                                                        backbone.max_length, options.embedding_instances,
+                                                        options.embedding_threads))
     repo.copy_python_models(repository)
 
     decision_dir = repository / repo.DECISION / repo.VERSION

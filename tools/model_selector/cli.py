@@ -23,6 +23,12 @@ DEMO_QUERIES = [
 ]
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
 def _build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding", default="minilm",
                         help="backbone: minilm (offline default), qwen3-0.6b (Hugging Face hub) or a model directory")
@@ -35,6 +41,11 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
                         help="production profile of the ONNX models: gpu (CUDA, fp32), gpu-fp16 (CUDA, fp16 "
                              "embedding), gpu-tensorrt (TensorRT fp16, shape profiles, engine cache) or cpu; "
                              "local serving always runs on CPU")
+    parser.add_argument("--embedding-instances", type=_positive_int, default=1,
+                        help="text_embedding instances; more than one trades single-query latency for "
+                             "throughput under load (docs/performance.md)")
+    parser.add_argument("--embedding-threads", type=_positive_int, default=0,
+                        help="onnxruntime threads per text_embedding instance (default: onnxruntime's choice)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/model-selector)")
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
 
@@ -53,7 +64,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build import BuildOptions, build
 
     manifest = build(BuildOptions(embedding=args.embedding, config=args.config, repository=args.repository,
-                                  device=args.device, cache_dir=args.cache_dir, records=args.data, force=args.force))
+                                  device=args.device, embedding_instances=args.embedding_instances,
+                                  embedding_threads=args.embedding_threads, cache_dir=args.cache_dir,
+                                  records=args.data, force=args.force))
     print(json.dumps({"repository": str(args.repository), "backbone": manifest["backbone"]["name"],
                       "metrics": manifest["metrics"]}, indent=1))
     return 0

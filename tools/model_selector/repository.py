@@ -59,6 +59,8 @@ class RepositoryShape:
     pad_id: int
     device: str = "gpu"  # one of DEVICES
     max_length: int = 512  # the backbone's token limit: the TensorRT shape profile's longest sequence
+    embedding_instances: int = 1  # text_embedding instances (on one GPU, or CPU processes)
+    embedding_threads: int = 0  # onnxruntime intra-op threads per embedding instance; 0: its default
 
 
 def _tensor(container, name: str, dtype: int, dims: list[int]) -> None:
@@ -73,12 +75,12 @@ def _batching(config: mc.ModelConfig, delay_us: int = 0, bounded: bool = False) 
         config.dynamic_batching.default_queue_policy.max_queue_size = MAX_QUEUE_SIZE
 
 
-def _onnx_config(name: str, shape: RepositoryShape, max_batch: int, threads: int | None = None) -> mc.ModelConfig:
+def _onnx_config(name: str, shape: RepositoryShape, max_batch: int, threads: int = 0,
+                 instances: int = 1) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend="onnxruntime", max_batch_size=max_batch)
     kind = mc.ModelInstanceGroup.KIND_CPU if shape.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU
-    config.instance_group.add(kind=kind, count=1)
+    config.instance_group.add(kind=kind, count=instances)
     if threads:
-        # Tiny graphs: a thread pool costs more than it saves and competes with the embedding.
         config.parameters["intra_op_thread_count"].string_value = str(threads)
     return config
 
@@ -124,7 +126,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     tok.parameters["bucket"].string_value = "16"
     configs[TOKENIZER] = tok
 
-    emb = _onnx_config(EMBEDDING, shape, MAX_BATCH_SIZE)
+    emb = _onnx_config(EMBEDDING, shape, MAX_BATCH_SIZE, shape.embedding_threads, shape.embedding_instances)
     _tensor(emb.input, "input_ids", mc.TYPE_INT64, [-1])
     _tensor(emb.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(emb.output, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
@@ -133,6 +135,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
         _gpu_embedding_profile(emb, shape)
     configs[EMBEDDING] = emb
 
+    # Tiny graph: a thread pool costs more than it saves and competes with the embedding.
     heads = _onnx_config(HEADS, shape, SELECTOR_MAX_BATCH_SIZE, threads=1)
     _tensor(heads.input, "input_ids", mc.TYPE_INT64, [-1])
     _tensor(heads.input, "attention_mask", mc.TYPE_INT64, [-1])

@@ -152,10 +152,11 @@ def materialise(repository: Path, runtime: Path) -> Path:
         (target / "1").mkdir(parents=True)
         if config.backend == "onnxruntime":
             config.backend = "python"
+            instances = sum(group.count or 1 for group in config.instance_group) or 1
             config.ClearField("instance_group")
             config.ClearField("optimization")
             config.ClearField("model_warmup")
-            config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+            config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
             (target / "1" / "model.py").write_text(SYS_PATH_HEADER + adapter)
             _link_files(model_dir / "1", target / "1", skip={"model.py"})
         elif config.backend == "python":
