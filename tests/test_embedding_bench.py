@@ -24,22 +24,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_times_every_shape_and_reports_missing_providers(tmp_path):
     out = tmp_path / "report.json"
     result = run_cli("--embedding", "minilm", "--fp32", "--providers", "cpu,cuda", "--batch-sizes", "1,4",
-                     "--tokens", "16,48", "--seconds-per-point", "0.1", "--work-dir", str(tmp_path / "work"),
-                     "--out", str(out))
+                     "--tokens", "16,48", "--instances", "1,2", "--seconds-per-point", "0.1",
+                     "--work-dir", str(tmp_path / "work"), "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["backbone"] == "minilm" and report["precision"] == "fp32" and report["weights"] == "trained"
     cpu = report["providers"]["cpu"]
     assert cpu["available"]
-    assert sorted((p["batch_size"], p["tokens"]) for p in cpu["points"]) == [(1, 16), (1, 48), (4, 16), (4, 48)]
+    assert sorted((p["instances"], p["batch_size"], p["tokens"]) for p in cpu["points"]) == [
+        (n, b, t) for n in (1, 2) for b in (1, 4) for t in (16, 48)]
     for point in cpu["points"]:
-        assert point["iterations"] >= 10 and 0 < point["p50_ms"] <= point["p99_ms"]
-        assert point["queries_per_s"] == pytest.approx(point["batch_size"] / point["mean_ms"] * 1000, rel=0.01)
+        assert point["iterations"] >= 10 * point["instances"] and 0 < point["p50_ms"] <= point["p99_ms"]
+        # One instance: queries/s is the batch over the mean latency; two run side by side.
+        one_at_a_time = point["batch_size"] / point["mean_ms"] * 1000
+        assert one_at_a_time * 0.9 < point["queries_per_s"] < one_at_a_time * point["instances"] * 1.1
         assert point["finite_output"]
     cuda = report["providers"]["cuda"]
     assert cuda["available"] or "onnxruntime-gpu" in cuda["reason"]
     markdown = out.with_suffix(".md").read_text()
-    assert "| 4 |" in markdown and "48 tokens" in markdown
+    assert "| 4 |" in markdown and "48 tokens" in markdown and "### 2 instances" in markdown
     assert out.with_suffix(".png").stat().st_size > 0
 
 

@@ -69,6 +69,7 @@ class EmbeddingBenchOptions:
     batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
     token_counts: tuple[int, ...] = (32, 64, 128)
     seconds_per_point: float = 2.0
+    instances: tuple[int, ...] = (1,)  # sessions run side by side, like Triton model instances
     work_dir: Path = Path("build/embedding-bench")
     command: str = ""
 
@@ -134,30 +135,42 @@ def _session(model_path: Path, provider: str, options: EmbeddingBenchOptions):
     return session, None
 
 
-def time_point(session, batch_size: int, tokens: int, seconds: float, vocab_size: int,
+def time_point(sessions: list, batch_size: int, tokens: int, seconds: float, vocab_size: int,
                rng: np.random.Generator) -> dict:
-    """Latency of one (batch, tokens) shape: random token ids, no padding, after a warm-up."""
+    """Latency of one (batch, tokens) shape, random token ids and no padding, after a warm-up.
+    Each session runs in its own thread, as Triton runs model instances; queries/s counts them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
     feeds = {
         "input_ids": rng.integers(1000, vocab_size, size=(batch_size, tokens), dtype=np.int64),
         "attention_mask": np.ones((batch_size, tokens), dtype=np.int64),
     }
-    for _ in range(3):
-        embedding = session.run(None, feeds)[0]
-    latencies: list[float] = []
+    for session in sessions:
+        for _ in range(3):
+            embedding = session.run(None, feeds)[0]
+
+    def loop(session) -> list[float]:
+        latencies: list[float] = []
+        started = time.perf_counter()
+        while len(latencies) < 10 or (time.perf_counter() - started < seconds and len(latencies) < 2000):
+            tick = time.perf_counter()
+            session.run(None, feeds)  # onnxruntime releases the GIL while it runs
+            latencies.append(time.perf_counter() - tick)
+        return latencies
+
     started = time.perf_counter()
-    while len(latencies) < 10 or (time.perf_counter() - started < seconds and len(latencies) < 2000):
-        tick = time.perf_counter()
-        session.run(None, feeds)
-        latencies.append(time.perf_counter() - tick)
-    ms = np.array(latencies) * 1000
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        per_session = list(pool.map(loop, sessions))
+    elapsed = time.perf_counter() - started
+    ms = np.concatenate(per_session) * 1000
     return {
         "batch_size": batch_size,
         "tokens": tokens,
-        "iterations": len(latencies),
+        "iterations": len(ms),
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "mean_ms": round(float(ms.mean()), 3),
-        "queries_per_s": round(batch_size / (float(ms.mean()) / 1000), 1),
+        "queries_per_s": round(len(ms) * batch_size / elapsed, 1),
         "finite_output": bool(np.isfinite(embedding).all()),
     }
 
@@ -189,11 +202,12 @@ def run_embedding_benchmark(options: EmbeddingBenchOptions) -> dict:
             results[provider] = {"available": False, "reason": missing}
             continue
         session_s = time.perf_counter() - started
-        grid = [(b, t) for t in options.token_counts for b in options.batch_sizes]
-        points = [time_point(session, b, t, options.seconds_per_point, vocab_size, rng)
-                  for b, t in tqdm(grid, desc=f"{provider} batch x tokens", unit="shape")]
+        sessions = [session] + [_session(model_path, provider, options)[0] for _ in range(max(options.instances) - 1)]
+        grid = [(n, b, t) for n in options.instances for t in options.token_counts for b in options.batch_sizes]
+        points = [{"instances": n, **time_point(sessions[:n], b, t, options.seconds_per_point, vocab_size, rng)}
+                  for n, b, t in tqdm(grid, desc=f"{provider} instances x batch x tokens", unit="shape")]
         results[provider] = {"available": True, "session_s": round(session_s, 1), "points": points}
-        del session
+        del session, sessions
     if not any(r["available"] for r in results.values()):
         raise ValueError("none of the asked providers could run here: "
                          + "; ".join(f"{p}: {r['reason']}" for p, r in results.items()))
@@ -219,7 +233,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`" if report["command"] else "",
         "",
         "Each cell: queries/s (p50 latency in ms) for one `session.run` of that batch, "
-        "every query that many tokens long.",
+        "every query that many tokens long. With several instances, that many sessions run "
+        "side by side and queries/s counts them all.",
     ]
     for provider, result in report["providers"].items():
         lines += ["", f"## {provider}", ""]
@@ -229,12 +244,16 @@ def markdown(report: dict) -> str:
         lines.append(f"Session created in {result['session_s']} s.")
         tokens = sorted({p["tokens"] for p in result["points"]})
         batches = sorted({p["batch_size"] for p in result["points"]})
-        cell = {(p["batch_size"], p["tokens"]): p for p in result["points"]}
-        lines += ["", "| batch | " + " | ".join(f"{t} tokens" for t in tokens) + " |",
-                  "|---|" + "---|" * len(tokens)]
-        for b in batches:
-            lines.append(f"| {b} | " + " | ".join(
-                f"{cell[b, t]['queries_per_s']:,.0f} ({cell[b, t]['p50_ms']:.2f} ms)" for t in tokens) + " |")
+        instance_counts = sorted({p.get("instances", 1) for p in result["points"]})
+        cell = {(p.get("instances", 1), p["batch_size"], p["tokens"]): p for p in result["points"]}
+        for n in instance_counts:
+            if len(instance_counts) > 1:
+                lines += ["", f"### {n} instance{'s' if n > 1 else ''}"]
+            lines += ["", "| batch | " + " | ".join(f"{t} tokens" for t in tokens) + " |",
+                      "|---|" + "---|" * len(tokens)]
+            for b in batches:
+                lines.append(f"| {b} | " + " | ".join(
+                    f"{cell[n, b, t]['queries_per_s']:,.0f} ({cell[n, b, t]['p50_ms']:.2f} ms)" for t in tokens) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -248,10 +267,12 @@ def plot(report: dict, out: Path) -> None:
     for provider, result in report["providers"].items():
         if not result["available"]:
             continue
-        for tokens in sorted({p["tokens"] for p in result["points"]}):
-            points = sorted((p for p in result["points"] if p["tokens"] == tokens), key=lambda p: p["batch_size"])
-            ax.plot([p["batch_size"] for p in points], [p["queries_per_s"] for p in points], marker="o",
-                    label=f"{provider}, {tokens} tokens")
+        series = sorted({(p.get("instances", 1), p["tokens"]) for p in result["points"]})
+        for n, tokens in series:
+            points = sorted((p for p in result["points"] if (p.get("instances", 1), p["tokens"]) == (n, tokens)),
+                            key=lambda p: p["batch_size"])
+            label = f"{provider}, {tokens} tokens" + (f", {n} instances" if n > 1 else "")
+            ax.plot([p["batch_size"] for p in points], [p["queries_per_s"] for p in points], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size (queries per run)")
@@ -295,6 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 32, 128))
     parser.add_argument("--tokens", type=_int_list, default=(32, 64, 128), help="tokens per query")
     parser.add_argument("--seconds-per-point", type=float, default=2.0)
+    parser.add_argument("--instances", type=_int_list, default=(1,),
+                        help="sessions run side by side, as Triton model instances; several counts "
+                             "(e.g. 1,2) are each timed over the whole grid")
     parser.add_argument("--work-dir", type=Path, default=Path("build/embedding-bench"),
                         help="where the weights, the ONNX graph and the TensorRT engine cache go")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here (.md and .png beside it)")
@@ -305,6 +329,7 @@ def run_from_args(args: argparse.Namespace, command: str) -> int:
         embedding=args.embedding, random_weights=args.random_weights, fp16=not args.fp32,
         providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
         batch_sizes=args.batch_sizes, token_counts=args.tokens, seconds_per_point=args.seconds_per_point,
+        instances=args.instances,
         work_dir=args.work_dir, command=command,
     )
     report = run_embedding_benchmark(options)
