@@ -91,7 +91,7 @@ def prepare_backbone(options: EmbeddingBenchOptions):
             raise ValueError(f"--embedding {options.embedding!r} with --random-weights: give qwen3-0.6b or a "
                              "directory holding a config.json")
         config = json.loads(config_path.read_text())
-    name = f"{options.embedding if options.embedding == 'qwen3-0.6b' else Path(options.embedding).name}-random"
+    name = f"{Path(options.embedding).name}-random"
     directory = options.work_dir / name
     backbone = backbone_from_config(name, directory, config)
     if not (directory / "config.json").is_file():

@@ -133,10 +133,9 @@ def int8_similarity(x: np.ndarray, keys_q: np.ndarray, key_scale: np.ndarray) ->
     return (x_q @ keys_q.T.astype(np.int32)).astype(np.float32) * row_scale * key_scale[None, :]
 
 
-def _int8_similarity_nodes(keys: np.ndarray, inits: dict[str, np.ndarray]) -> list:
+def _int8_similarity_nodes(keys_q: np.ndarray, key_scale: np.ndarray, inits: dict[str, np.ndarray]) -> list:
     """The graph of `int8_similarity`. The query goes in as uint8 with zero point 128:
     onnxruntime's fast integer kernels take uint8 x int8, and (q + 128) - 128 is exact."""
-    keys_q, key_scale = quantize_keys(keys)
     inits.update({
         "keys_q_t": np.ascontiguousarray(keys_q.T),
         "key_scale": key_scale[None, :],
@@ -162,14 +161,16 @@ def _int8_similarity_nodes(keys: np.ndarray, inits: dict[str, np.ndarray]) -> li
 
 
 def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature: float | None,
-                        output: str = "scores", name: str = "selector", int8_keys: bool = False) -> onnx.ModelProto:
+                        output: str = "scores", name: str = "selector",
+                        int8_keys: tuple[np.ndarray, np.ndarray] | None = None) -> onnx.ModelProto:
     """Weighted mean of `table` rows over the k keys most similar to the embedding.
 
     similarity = embedding . keys^T; weights over the top k are softmax(temperature x
     similarity) when a temperature is given, else the similarities clipped at 1e-6.
     KNN uses it over training queries (quality table = their results), KMeans over
-    centroids (table = per-cluster mean quality). With `int8_keys` the similarities are
-    `int8_similarity`'s: a quarter of the memory traffic, which bounds this step at batch 1.
+    centroids (table = per-cluster mean quality). With `int8_keys` (`quantize_keys(keys)`) the
+    similarities are `int8_similarity`'s: a quarter of the memory traffic, which bounds this
+    step at batch 1.
     """
     n, dim = keys.shape
     k = min(k, n)
@@ -179,8 +180,8 @@ def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature
         "axes1": np.array([1], dtype=np.int64),
         "axes2": np.array([2], dtype=np.int64),
     }
-    if int8_keys:
-        nodes = _int8_similarity_nodes(keys, inits)
+    if int8_keys is not None:
+        nodes = _int8_similarity_nodes(*int8_keys, inits)
     else:
         inits["keys_t"] = keys.T.astype(np.float32)
         nodes = [helper.make_node("MatMul", ["embedding", "keys_t"], ["similarity"])]

@@ -153,7 +153,7 @@ class KnnSelector(Selector):
 
     def own_onnx(self) -> onnx.ModelProto:
         return onnx_graphs.topk_weighted_table(self.keys, self.quality, self.k, None, name="knn_selector",
-                                               int8_keys=True)
+                                               int8_keys=self.keys_int8)
 
 
 def train_knn(x: np.ndarray, quality: np.ndarray, settings: KnnSettings, table: np.ndarray) -> KnnSelector:
