@@ -110,6 +110,17 @@ def test_cost_weight_trades_quality_for_cost_and_ties_go_to_the_cheaper():
         probs(math=0.9), tied).selected_model == "small"
 
 
+def test_expected_answer_lengths_price_each_query():
+    """A model that answers this query briefly costs less on it than its typical length says."""
+    rules = {"operator": "AND", "conditions": [_domain("math")]}
+    engine = DecisionEngine(_config([_decision("d", rules, cost_weight=0.1)]), MODELS, COST)
+    # All three at price 1 per million tokens: 1,000 tokens cost 1 USD per 1,000 queries.
+    brief_big = np.array([100.0, 1000.0, 1000.0])  # big 0.9 - 0.01, small 0.5 - 0.1, coder 0.7 - 0.1
+    assert engine.route(probs(math=0.9), SCORES, expected_output_tokens=brief_big).selected_model == "big"
+    assert engine.route(probs(math=0.9), SCORES).selected_model == "coder"  # typical costs: big is 10
+    np.testing.assert_allclose(engine.query_cost(brief_big), [0.1, 1.0, 1.0])
+
+
 def test_engine_refuses_selectors_missing_a_catalog_model():
     with pytest.raises(ValueError, match="rebuild the repository"):
         DecisionEngine(_config([]), ["big", "small"], COST)

@@ -23,6 +23,7 @@ from sklearn.svm import SVC
 
 from model_selector import repository as repo
 from model_selector.config import DOMAINS
+from model_selector.contract import EXPECTED_TOKENS
 from model_selector.reference_selectors import (ArtifactError, download_artifacts, import_artifacts, kmeans_graph,
                                                 knn_graph, load_artifact, splice_into_heads, svm_graph)
 
@@ -218,10 +219,10 @@ def test_imported_selectors_splice_into_router_heads(built_repository, tmp_path)
     input_ids, attention_mask = embedder.tokenizer.encode(queries)
     embedding = embedder.embed_batch(queries)
     feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "embedding": embedding}
-    names = ["domain_probs", "knn_scores", "kmeans_scores", "svm_scores"]
+    names = ["domain_probs", "knn_scores", "kmeans_scores", "svm_scores", EXPECTED_TOKENS]
     before = dict(zip(names, ort.InferenceSession(heads.SerializeToString()).run(names, feeds)))
     after = dict(zip(names, ort.InferenceSession(spliced.SerializeToString()).run(names, feeds)))
-    for name in ("domain_probs", "knn_scores", "svm_scores"):
+    for name in ("domain_probs", "knn_scores", "svm_scores", EXPECTED_TOKENS):
         np.testing.assert_array_equal(before[name], after[name])
     expected = reference_kmeans_rule(reference_features(embedding, before["domain_probs"]), artifact)
     assert [catalog[i] for i in np.argmax(after["kmeans_scores"], axis=1)] == expected

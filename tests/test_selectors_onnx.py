@@ -7,11 +7,12 @@ import onnxruntime as ort
 import pytest
 
 from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings, load_config
+from model_selector.contract import EXPECTED_TOKENS
 from model_selector.data import load_mmlu_pro, split_train_test
 from model_selector.embed import OnnxEmbedder
 from model_selector.onnx_graphs import int8_similarity, quantize_keys
 from model_selector.train import (DomainPrior, domain_quality_table, fit_model_svms, svm_selector_from,
-                                  train_domain_classifier, train_kmeans, train_knn)
+                                  train_domain_classifier, train_kmeans, train_knn, with_typical_tokens)
 
 from .conftest import CONFIG
 
@@ -54,7 +55,7 @@ def run_onnx(model, **inputs: np.ndarray) -> np.ndarray:
 
 def test_knn_onnx_matches_numpy(data, prior, test_probs):
     _, x, train, x_test, _ = data
-    knn = train_knn(x, train.performance, KnnSettings(k=10, domain_prior_weight=0.5), prior)
+    knn = train_knn(x, train.performance, train.output_tokens, KnnSettings(k=10, domain_prior_weight=0.5), prior)
     expected = knn.predict(x_test, test_probs)
     got = run_onnx(knn.to_onnx(), embedding=x_test, domain_probs=test_probs)
     assert got.shape == (len(x_test), len(train.model_names))
@@ -76,7 +77,7 @@ def test_knn_int8_similarities_stay_close_to_fp32_and_find_the_same_neighbours(d
 def test_knn_row_does_not_depend_on_its_batch(data, prior, test_probs):
     """Each row is quantized with its own scale: a query routes the same alone or batched with odd rows."""
     _, x, train, x_test, _ = data
-    knn = train_knn(x, train.performance, KnnSettings(k=10), prior)
+    knn = train_knn(x, train.performance, train.output_tokens, KnnSettings(k=10), prior)
     session = ort.InferenceSession(knn.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     alone = session.run(None, {"embedding": x_test[:1], "domain_probs": test_probs[:1]})[0]
     odd = np.stack([x_test[0], 50 * x_test[1], np.zeros_like(x_test[0])])
@@ -88,15 +89,39 @@ def test_knn_row_does_not_depend_on_its_batch(data, prior, test_probs):
 def test_knn_predicts_neighbour_quality_and_the_prior_pulls_it():
     keys = np.eye(4, dtype=np.float32)
     quality = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    tokens = np.full((4, 2), 100.0, dtype=np.float32)
     table = np.zeros((len(DOMAINS), 2), dtype=np.float32)
     table[0] = [0.0, 1.0]
     probs = np.zeros((2, len(DOMAINS)), dtype=np.float32)
     probs[:, 0] = 1.0
-    alone = train_knn(keys, quality, KnnSettings(k=1, domain_prior_weight=0.0), table)
+    alone = train_knn(keys, quality, tokens, KnnSettings(k=1, domain_prior_weight=0.0), table)
     np.testing.assert_allclose(run_onnx(alone.to_onnx(), embedding=keys[[1, 2]], domain_probs=probs), [[0, 1], [1, 1]])
-    blended = train_knn(keys, quality, KnnSettings(k=1, domain_prior_weight=0.25), table)
+    blended = train_knn(keys, quality, tokens, KnnSettings(k=1, domain_prior_weight=0.25), table)
     np.testing.assert_allclose(run_onnx(blended.to_onnx(), embedding=keys[[0]], domain_probs=probs[:1]),
                                [[0.75, 0.25]])
+
+
+def test_knn_expects_its_neighbours_answer_lengths(data, prior, test_probs):
+    """The KNN graph's second output: each model's output tokens averaged over the same neighbours."""
+    _, x, train, x_test, test = data
+    knn = train_knn(x, train.performance, train.output_tokens, KnnSettings(k=20), prior)
+    session = ort.InferenceSession(knn.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    _, tokens = session.run(["scores", EXPECTED_TOKENS], {"embedding": x_test, "domain_probs": test_probs})
+    np.testing.assert_allclose(tokens, knn.expected_output_tokens(x_test), rtol=1e-5)
+    # Better than one typical length per model: closer to what each model really wrote on held-out queries.
+    typical = np.abs(train.output_tokens.mean(axis=0) - test.output_tokens).mean()
+    assert np.abs(tokens - test.output_tokens).mean() < 0.95 * typical
+
+
+def test_knn_tokens_need_every_count_and_gaps_take_the_typical_one():
+    tokens = np.array([[10.0, np.nan], [30.0, 40.0]])
+    keys, quality, table = np.eye(2, dtype=np.float32), np.ones((2, 2)), np.zeros((len(DOMAINS), 2))
+    with pytest.raises(ValueError, match="with_typical_tokens"):
+        train_knn(keys, quality, tokens, KnnSettings(k=1), table)
+    filled = with_typical_tokens(tokens, np.array([20.0, 50.0]))
+    np.testing.assert_array_equal(filled, [[10, 50], [30, 40]])
+    knn = train_knn(keys, quality, filled, KnnSettings(k=1), table)
+    np.testing.assert_allclose(knn.expected_output_tokens(keys[[0]]), [[10, 50]])
 
 
 def test_kmeans_onnx_matches_numpy(data, prior, test_probs):
@@ -162,13 +187,14 @@ def test_combined_heads_equal_their_parts(data, classifier, prior):
     from model_selector.onnx_graphs import combine_heads
 
     embedder, x, train, x_test, test = data
-    selectors = {"knn": train_knn(x, train.performance, KnnSettings(k=10), prior),
+    selectors = {"knn": train_knn(x, train.performance, train.output_tokens, KnnSettings(k=10), prior),
                  "kmeans": train_kmeans(x, train.performance, KmeansSettings(n_clusters=8), prior)}
     heads = combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
     input_ids, attention_mask = embedder.tokenizer.encode(test.queries[:50])
     session = ort.InferenceSession(heads.SerializeToString(), providers=["CPUExecutionProvider"])
-    probs, knn, kmeans = session.run(["domain_probs", "knn_scores", "kmeans_scores"], {
+    probs, knn, kmeans, tokens = session.run(["domain_probs", "knn_scores", "kmeans_scores", EXPECTED_TOKENS], {
         "input_ids": input_ids, "attention_mask": attention_mask, "embedding": x_test[:50]})
     np.testing.assert_allclose(probs, classifier.predict(input_ids, attention_mask, x_test[:50]), atol=1e-5)
     np.testing.assert_allclose(knn, selectors["knn"].predict(x_test[:50], probs), atol=1e-5)
     np.testing.assert_allclose(kmeans, selectors["kmeans"].predict(x_test[:50], probs), atol=1e-5)
+    np.testing.assert_allclose(tokens, selectors["knn"].expected_output_tokens(x_test[:50]), rtol=1e-5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from model_selector.data import is_test_question, load_mmlu_pro
-from model_selector.tune import Grid, grid_from, is_validation_question, tune
+from model_selector.tune import (KEEP_MARGIN, Grid, choose_setting, grid_from, is_validation_question,
+                                 tune)
 
 from .conftest import CONFIG
 
@@ -27,6 +28,15 @@ def test_tune_picks_the_best_setting_and_a_cost_weight_within_budget(built_repos
     report = tune(CONFIG, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;prior=0,0.75"))
     for algorithm, rows in report["sweeps"].items():
         assert report["best"][algorithm]["budget_score"] == max(r["budget_score"] for r in rows)
+        assert report["chosen"][algorithm] in rows
+        assert report["chosen"][algorithm]["budget_score"] >= report["best"][algorithm]["budget_score"] - KEEP_MARGIN
     chosen = report["cost_weight"]
     assert chosen["validation"]["cost_per_1k"] <= 0.3 * report["best_single"]["cost_per_1k"]
     assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
+
+
+def test_a_setting_replaces_the_configured_one_only_by_more_than_the_noise_margin():
+    rows = [{"k": 10, "budget_score": 0.940}, {"k": 100, "budget_score": 0.938}, {"k": 20, "budget_score": 0.930}]
+    assert choose_setting(rows, rows[0], {"k": 100}) == rows[1]  # 0.002 better: noise, keep k = 100
+    assert choose_setting(rows, rows[0], {"k": 20}) == rows[0]  # 0.010 better: take it
+    assert choose_setting(rows, rows[0], {"k": 7}) == rows[0]  # the configured k was not swept

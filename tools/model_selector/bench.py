@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import repository as repo
-from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS
+from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, EXPECTED_TOKENS
 from .data import DEFAULT_DATA_DIR, load_mmlu_pro, load_short_questions, split_train_test
 from .machine import machine
 
@@ -226,7 +226,8 @@ def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int 
     record_quality = train.performance.reshape(-1)
 
     heads = onnx.load(str(repository / repo.HEADS / "1" / "model.onnx"))
-    knn = onnx.utils.Extractor(heads).extract_model(["embedding", "domain_probs"], ["knn_scores"])
+    # The KNN step: its quality scores and the expected answer lengths from the same neighbours.
+    knn = onnx.utils.Extractor(heads).extract_model(["embedding", "domain_probs"], ["knn_scores", EXPECTED_TOKENS])
     session = ort.InferenceSession(knn.SerializeToString(), providers=["CPUExecutionProvider"])
     probs = np.full((1, len(DOMAINS)), 1.0 / len(DOMAINS), dtype=np.float32)
     for _ in range(20):

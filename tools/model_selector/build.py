@@ -25,7 +25,7 @@ from .data import (DEFAULT_DATA_DIR, DOMAIN_TOPICS, Benchmark, data_files, file_
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 # The code whose changes change what a build writes.
 BUILD_MODULES = ("build", "config", "contract", "data", "embed", "export", "onnx_graphs", "repository",
                  "tokenization", "train")
@@ -120,7 +120,7 @@ def build(options: BuildOptions) -> dict:
     from .embed import OnnxEmbedder
     from .export import export_onnx, resolve_backbone, write_tokenizer
     from .serve import ServeError, check_built
-    from .train import train_selectors
+    from .train import train_selectors, with_typical_tokens
 
     config: RouterConfig = load_config(options.config)
     repository = Path(options.repository)
@@ -175,13 +175,16 @@ def build(options: BuildOptions) -> dict:
         x, quality = train_queries[complete], train.performance[complete]
         domain_probs = classifier.predict(*tokenizer.encode([train.queries[i] for i in np.flatnonzero(complete)]), x)
         expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
+        output_tokens = train.output_tokens[complete]
     else:
         records = load_records(options.records, models)
         x = embedder.embed(records.queries, options.cache_dir, description="your queries")
         quality = records.performance
         domain_probs = classifier.predict(*tokenizer.encode(records.queries), x)
         expected_tokens = records.expected_output_tokens()
-    selectors = train_selectors(x, domain_probs, quality, config.model_selection, models)
+        output_tokens = records.output_tokens
+    output_tokens = with_typical_tokens(output_tokens, np.array([expected_tokens[m] for m in models]))
+    selectors = train_selectors(x, domain_probs, quality, output_tokens, config.model_selection, models)
 
     heads = onnx_graphs.combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
     _save_onnx(heads, repository / repo.HEADS / repo.VERSION / "model.onnx")

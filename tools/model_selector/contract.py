@@ -7,3 +7,6 @@ ENSEMBLE = "model_selector"
 SELECTOR_ALGORITHMS = ("knn", "kmeans", "svm")
 ENSEMBLE_OUTPUTS = ("selected_model", "decision", "domain", "domain_confidence", "algorithm", "confidence")
 STRING_OUTPUTS = ("selected_model", "decision", "domain", "algorithm")
+# router_heads -> decision: each catalog model's expected answer length for the query (KNN
+# neighbours' average), which prices the query for the cost trade-off.
+EXPECTED_TOKENS = "expected_output_tokens"

@@ -7,7 +7,9 @@ decisions the highest priority wins, then the higher confidence, then the name.
 
 Selection is ours: the selector's per-model predicted quality, restricted to the
 decision's candidates, minus `cost_weight` x the model's expected cost (USD per 1,000
-queries); ties go to the cheaper model.
+queries); ties go to the cheaper model. The expected cost is the catalog price times the
+answer length expected for this query (router_heads' `expected_output_tokens`), or, where
+none is given, the model's typical answer length.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class DecisionEngine:
         self._index = {m: i for i, m in enumerate(self.model_names)}
         # Columns outside the catalog are never candidates (validation), so their cost is moot.
         self.cost = np.array([expected_cost_per_1k.get(m, 0.0) for m in self.model_names], dtype=np.float64)
+        catalog = set(config.model_names)
+        self.price_per_1k_tokens = np.array([config.price(m) / 1000.0 if m in catalog else 0.0
+                                             for m in self.model_names], dtype=np.float64)
         # Selectors imported from the reference score votes, not qualities: no cost trade-off.
         self.vote_algorithms = frozenset(vote_algorithms)
         # Highest priority first, then name: the order in which ties are broken.
@@ -72,16 +77,25 @@ class DecisionEngine:
                 best = (decision, conf)
         return (best[0], best[1]) if best else (None, 0.0)
 
-    def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float) -> str:
+    def query_cost(self, expected_output_tokens: np.ndarray | None) -> np.ndarray:
+        """[M] USD per 1,000 such queries: price x the answer length expected for this query."""
+        if expected_output_tokens is None:
+            return self.cost
+        return self.price_per_1k_tokens * np.asarray(expected_output_tokens, dtype=np.float64)
+
+    def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float,
+               cost: np.ndarray | None = None) -> str:
         """The best candidate by quality - cost_weight x cost; ties to the cheaper, then by name."""
+        cost = self.cost if cost is None else cost
         idx = np.array([self._index[m] for m in candidates])
-        utility = quality[idx].astype(np.float64) - cost_weight * self.cost[idx]
-        order = np.lexsort((np.array(candidates), self.cost[idx], -np.round(utility, 9)))
+        utility = quality[idx].astype(np.float64) - cost_weight * cost[idx]
+        order = np.lexsort((np.array(candidates), cost[idx], -np.round(utility, 9)))
         return candidates[int(order[0])]
 
     def route(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray], algorithm: str | None = None,
-              cost_weight: float | None = None) -> Route:
-        """Route one query from its domain probabilities [14] and each selector's scores [M].
+              cost_weight: float | None = None, expected_output_tokens: np.ndarray | None = None) -> Route:
+        """Route one query from its domain probabilities [14], each selector's scores [M] and, when
+        known, each model's expected answer length for it [M].
 
         `algorithm` and `cost_weight` override every decision's own (for evaluation sweeps).
         """
@@ -97,7 +111,7 @@ class DecisionEngine:
         weight = self.config.decision_cost_weight(decision) if cost_weight is None else cost_weight
         if algorithm in self.vote_algorithms:
             weight = 0.0
-        model = self.choose(scores[algorithm], candidates, weight)
+        model = self.choose(scores[algorithm], candidates, weight, self.query_cost(expected_output_tokens))
         return Route(model, decision.name, domain, domain_conf, algorithm, confidence)
 
 def expected_cost_per_1k(config: RouterConfig, expected_output_tokens: dict[str, float]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
-from .contract import SELECTOR_ALGORITHMS
+from .contract import EXPECTED_TOKENS, SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, EvalSet, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, Route, expected_cost_per_1k
 from .embed import OnnxEmbedder, session_options
@@ -42,6 +43,29 @@ def repository_embedder(repository: Path) -> OnnxEmbedder:
                         repository / repo.TOKENIZER / repo.VERSION / "tokenizer.json", manifest["backbone"]["pad_id"])
 
 
+@dataclass
+class HeadOutputs:
+    """router_heads' outputs for N queries: what the decision step routes each query by."""
+
+    domain_probs: np.ndarray  # [N, 14]
+    scores: dict[str, np.ndarray]  # algorithm -> [N, M] predicted quality
+    expected_output_tokens: np.ndarray  # [N, M]
+
+    def __len__(self) -> int:
+        return len(self.domain_probs)
+
+    def route(self, engine: DecisionEngine, i: int, algorithm: str | None = None,
+              cost_weight: float | None = None) -> Route:
+        return engine.route(self.domain_probs[i], {a: s[i] for a, s in self.scores.items()}, algorithm,
+                            cost_weight, self.expected_output_tokens[i])
+
+    @classmethod
+    def concatenate(cls, parts: list[HeadOutputs]) -> HeadOutputs:
+        return cls(np.concatenate([p.domain_probs for p in parts]),
+                   {a: np.concatenate([p.scores[a] for p in parts]) for a in parts[0].scores},
+                   np.concatenate([p.expected_output_tokens for p in parts]))
+
+
 class InProcessRouter:
     """The repository's ONNX graphs and decision engine, run in this process."""
 
@@ -58,30 +82,27 @@ class InProcessRouter:
                                      expected_cost_per_1k(self.config, self.expected_tokens),
                                      vote_algorithms=selectors.get("imported", {}))
 
-    def heads(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-              embeddings: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Domain probabilities and every selector's scores for one batch of token tensors and embeddings."""
-        outputs = ["domain_probs", *(f"{a}_scores" for a in SELECTOR_ALGORITHMS)]
-        probs, *scores = self.heads_session.run(outputs, {
+    def heads(self, input_ids: np.ndarray, attention_mask: np.ndarray, embeddings: np.ndarray) -> HeadOutputs:
+        """router_heads on one batch of token tensors and embeddings."""
+        outputs = ["domain_probs", *(f"{a}_scores" for a in SELECTOR_ALGORITHMS), EXPECTED_TOKENS]
+        probs, *scores, tokens = self.heads_session.run(outputs, {
             "input_ids": input_ids, "attention_mask": attention_mask, "embedding": embeddings})
-        return probs, dict(zip(SELECTOR_ALGORITHMS, scores))
+        return HeadOutputs(probs, dict(zip(SELECTOR_ALGORITHMS, scores)), tokens)
 
-    def scores(self, queries: list[str], batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def head_outputs(self, queries: list[str], batch_size: int = 32) -> HeadOutputs:
         """Batched, with the embedding cache: for evaluating many queries."""
         embeddings = self.embedder.embed(queries, description="evaluation queries", batch_size=batch_size)
-        parts = [self.heads(*self.embedder.tokenizer.encode(queries[start:start + batch_size]),
-                            embeddings[start:start + batch_size])
-                 for start in range(0, len(queries), batch_size)]
-        probs = np.concatenate([p for p, _ in parts])
-        return probs, {a: np.concatenate([s[a] for _, s in parts]) for a in SELECTOR_ALGORITHMS}
+        return HeadOutputs.concatenate([
+            self.heads(*self.embedder.tokenizer.encode(queries[start:start + batch_size]),
+                       embeddings[start:start + batch_size])
+            for start in range(0, len(queries), batch_size)])
 
     def route_query(self, query: str) -> Route:
         """The whole pipeline for one query, no cache: what a user would run instead of the server."""
         input_ids, attention_mask = self.embedder.tokenizer.encode([query])
         embedding = self.embedder.session.run(["embedding"], {"input_ids": input_ids,
                                                               "attention_mask": attention_mask})[0]
-        probs, scores = self.heads(input_ids, attention_mask, embedding)
-        return self.engine.route(probs[0], {a: s[0] for a, s in scores.items()})
+        return self.heads(input_ids, attention_mask, embedding).route(self.engine, 0)
 
 
 def summarize(choices: list[str], model_names: list[str], performance: np.ndarray, cost: np.ndarray) -> dict:
@@ -95,19 +116,17 @@ def summarize(choices: list[str], model_names: list[str], performance: np.ndarra
     }
 
 
-def route_models(engine: DecisionEngine, probs: np.ndarray, scores: dict[str, np.ndarray],
-                 algorithm: str | None = None, cost_weight: float | None = None) -> list[str]:
-    return [engine.route(probs[i], {a: s[i] for a, s in scores.items()}, algorithm, cost_weight).selected_model
-            for i in range(len(probs))]
+def route_models(engine: DecisionEngine, heads: HeadOutputs, algorithm: str | None = None,
+                 cost_weight: float | None = None) -> list[str]:
+    return [heads.route(engine, i, algorithm, cost_weight).selected_model for i in range(len(heads))]
 
 
-def cost_curve(engine: DecisionEngine, probs: np.ndarray, scores: dict[str, np.ndarray], model_names: list[str],
-               performance: np.ndarray, cost: np.ndarray, algorithm: str | None = None,
-               weights: list[float] = COST_WEIGHTS) -> list[dict]:
+def cost_curve(engine: DecisionEngine, heads: HeadOutputs, model_names: list[str], performance: np.ndarray,
+               cost: np.ndarray, algorithm: str | None = None, weights: list[float] = COST_WEIGHTS) -> list[dict]:
     """Quality and cost over a sweep of the cost weight (applied to every decision)."""
     curve = []
     for weight in weights:
-        point = summarize(route_models(engine, probs, scores, algorithm, weight), model_names, performance, cost)
+        point = summarize(route_models(engine, heads, algorithm, weight), model_names, performance, cost)
         curve.append({"cost_weight": weight, "quality": point["quality"], "cost_per_1k": point["cost_per_1k"]})
     return curve
 
@@ -127,11 +146,11 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
     n = len(data.queries)
     names, perf = data.model_names, data.performance
 
-    probs, scores = router.scores(data.queries)
+    heads = router.head_outputs(data.queries)
     report: dict = {"n_queries": n, "models": data.model_names, "cost_unit": "USD per 1,000 queries"}
     if data.categories is not None:
         truth = np.array([DOMAINS.index(c) for c in data.categories])
-        report["domain_accuracy"] = round(float((probs.argmax(axis=1) == truth).mean()), 4)
+        report["domain_accuracy"] = round(float((heads.domain_probs.argmax(axis=1) == truth).mean()), 4)
 
     single = {m: {"quality": round(float(data.performance[:, j].mean()), 4),
                   "cost_per_1k": round(float(cost[:, j].mean()), 4)} for j, m in enumerate(data.model_names)}
@@ -148,7 +167,7 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
     }
 
     routers: dict = {}
-    in_process = route_models(router.engine, probs, scores)
+    in_process = route_models(router.engine, heads)
     configured_choices = in_process
     if url is not None:
         from .client import RouterClient
@@ -161,9 +180,9 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
         configured_choices = served
     for name, algorithm in tqdm([("configured", None), *[(a, a) for a in SELECTOR_ALGORITHMS]],
                                 desc="cost-weight sweeps", unit="router"):
-        choices = configured_choices if name == "configured" else route_models(router.engine, probs, scores, algorithm)
+        choices = configured_choices if name == "configured" else route_models(router.engine, heads, algorithm)
         routers[name] = {**summarize(choices, names, perf, cost),
-                         "curve": cost_curve(router.engine, probs, scores, names, perf, cost, algorithm)}
+                         "curve": cost_curve(router.engine, heads, names, perf, cost, algorithm)}
     report["routers"] = routers
     return report
 

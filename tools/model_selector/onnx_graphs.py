@@ -162,7 +162,8 @@ def _int8_similarity_nodes(keys_q: np.ndarray, key_scale: np.ndarray, inits: dic
 
 def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature: float | None,
                         output: str = "scores", name: str = "selector",
-                        int8_keys: tuple[np.ndarray, np.ndarray] | None = None) -> onnx.ModelProto:
+                        int8_keys: tuple[np.ndarray, np.ndarray] | None = None,
+                        extra_tables: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """Weighted mean of `table` rows over the k keys most similar to the embedding.
 
     similarity = embedding . keys^T; weights over the top k are softmax(temperature x
@@ -170,12 +171,12 @@ def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature
     KNN uses it over training queries (quality table = their results), KMeans over
     centroids (table = per-cluster mean quality). With `int8_keys` (`quantize_keys(keys)`) the
     similarities are `int8_similarity`'s: a quarter of the memory traffic, which bounds this
-    step at batch 1.
+    step at batch 1. Each of `extra_tables` (output name -> [N, M'] table) becomes one more
+    output, averaged with the same neighbours and weights.
     """
     n, dim = keys.shape
     k = min(k, n)
     inits = {
-        "table": table.astype(np.float32),
         "k": np.array([k], dtype=np.int64),
         "axes1": np.array([1], dtype=np.int64),
         "axes2": np.array([2], dtype=np.int64),
@@ -199,14 +200,18 @@ def topk_weighted_table(keys: np.ndarray, table: np.ndarray, k: int, temperature
             helper.make_node("ReduceSum", ["raw_weights", "axes1"], ["weight_sum"], keepdims=1),
             helper.make_node("Div", ["raw_weights", "weight_sum"], ["weights"]),
         ]
-    nodes += [
-        helper.make_node("Gather", ["table", "top_idx"], ["neighbour_rows"], axis=0),  # [B, k, M]
-        helper.make_node("Unsqueeze", ["weights", "axes2"], ["weights3"]),  # [B, k, 1]
-        helper.make_node("Mul", ["neighbour_rows", "weights3"], ["weighted"]),
-        helper.make_node("ReduceSum", ["weighted", "axes1"], [output], keepdims=0),
-    ]
-    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", table.shape[1]])
-    return make_model(nodes, [_embedding_input(dim)], [out], inits, name)
+    nodes.append(helper.make_node("Unsqueeze", ["weights", "axes2"], ["weights3"]))  # [B, k, 1]
+    outputs = []
+    for table_name, table_output, values in [("table", output, table), *(
+            (f"{extra}_table", extra, values) for extra, values in (extra_tables or {}).items())]:
+        inits[table_name] = values.astype(np.float32)
+        nodes += [
+            helper.make_node("Gather", [table_name, "top_idx"], [f"{table_output}_rows"], axis=0),  # [B, k, M]
+            helper.make_node("Mul", [f"{table_output}_rows", "weights3"], [f"{table_output}_weighted"]),
+            helper.make_node("ReduceSum", [f"{table_output}_weighted", "axes1"], [table_output], keepdims=0),
+        ]
+        outputs.append(helper.make_tensor_value_info(table_output, TensorProto.FLOAT, ["batch", values.shape[1]]))
+    return make_model(nodes, [_embedding_input(dim)], outputs, inits, name)
 
 
 def rbf_svm_probabilities(vectors: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray,
@@ -280,18 +285,22 @@ def copy_renamed(target: onnx.GraphProto, source: onnx.GraphProto, prefix: str, 
 def combine_heads(classifier: onnx.ModelProto, selectors: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
     """One graph for everything after the embedding: the domain classifier and every selector.
 
-    In: input_ids, attention_mask, embedding. Out: domain_probs and `<algorithm>_scores`.
+    In: input_ids, attention_mask, embedding. Out: domain_probs, `<algorithm>_scores`, and any
+    further output a selector graph has under its own name (KNN's `expected_output_tokens`).
     One model instead of four saves a sequential hop and three model instances per query
     (docs/performance.md); each part stays the exact graph its tests check.
     """
     graph = helper.make_graph([], "router_heads", list(classifier.graph.input), list(classifier.graph.output))
     copy_renamed(graph, classifier.graph, "classifier", {})
+    extras = []
     for algorithm, model in selectors.items():
-        output = f"{algorithm}_scores"
-        copy_renamed(graph, model.graph, algorithm, {"scores": output})
-        info = graph.output.add()
-        info.CopyFrom(model.graph.output[0])
-        info.name = output
+        scores, *own_extras = model.graph.output
+        copy_renamed(graph, model.graph, algorithm, {"scores": f"{algorithm}_scores",
+                                                     **{extra.name: extra.name for extra in own_extras}})
+        graph.output.add().CopyFrom(scores)
+        graph.output[-1].name = f"{algorithm}_scores"
+        extras += own_extras
+    graph.output.extend(extras)
     combined = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="model-selector")
     combined.ir_version = 8
     onnx.checker.check_model(combined)

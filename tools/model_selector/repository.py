@@ -4,10 +4,12 @@
 model_selector/     ensemble: query -> the six outputs
 tokenizer/          python: query -> input_ids, attention_mask (padded to a bucket)
 text_embedding/     onnxruntime: input_ids, attention_mask -> embedding (pooled, L2-normalised)
-router_heads/       onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14] and
+router_heads/       onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14],
                     knn_scores, kmeans_scores, svm_scores [M] (predicted quality per catalog
-                    model): the domain classifier and the three selectors in one graph
-decision/           python: domain_probs + scores -> selected_model, decision, ... (router.yaml)
+                    model) and expected_output_tokens [M] (answer length per model, from the
+                    KNN neighbours): the domain classifier and the three selectors in one graph
+decision/           python: domain_probs + scores + expected_output_tokens -> selected_model,
+                    decision, ... (router.yaml)
 ```
 """
 
@@ -20,7 +22,13 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, SELECTOR_ALGORITHMS, STRING_OUTPUTS
+from .contract import (
+    ENSEMBLE,
+    ENSEMBLE_OUTPUTS,
+    EXPECTED_TOKENS,
+    SELECTOR_ALGORITHMS,
+    STRING_OUTPUTS,
+)
 
 TOKENIZER = "tokenizer"
 EMBEDDING = "text_embedding"
@@ -141,15 +149,15 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
     _tensor(heads.input, "attention_mask", mc.TYPE_INT64, [-1])
     _tensor(heads.input, "embedding", mc.TYPE_FP32, [shape.embedding_dim])
     _tensor(heads.output, "domain_probs", mc.TYPE_FP32, [14])
-    for algorithm in SELECTOR_ALGORITHMS:
-        _tensor(heads.output, f"{algorithm}_scores", mc.TYPE_FP32, [shape.num_models])
+    for name in (*(f"{a}_scores" for a in SELECTOR_ALGORITHMS), EXPECTED_TOKENS):
+        _tensor(heads.output, name, mc.TYPE_FP32, [shape.num_models])
     _batching(heads)
     configs[HEADS] = heads
 
     dec = mc.ModelConfig(name=DECISION, backend="python", max_batch_size=MAX_BATCH_SIZE)
     _tensor(dec.input, "domain_probs", mc.TYPE_FP32, [14])
-    for algorithm in SELECTOR_ALGORITHMS:
-        _tensor(dec.input, f"{algorithm}_scores", mc.TYPE_FP32, [shape.num_models])
+    for name in (*(f"{a}_scores" for a in SELECTOR_ALGORITHMS), EXPECTED_TOKENS):
+        _tensor(dec.input, name, mc.TYPE_FP32, [shape.num_models])
     for name in ENSEMBLE_OUTPUTS:
         _tensor(dec.output, name, mc.TYPE_STRING if name in STRING_OUTPUTS else mc.TYPE_FP32, [1])
     dec.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
@@ -171,7 +179,7 @@ def model_configs(shape: RepositoryShape) -> dict[str, mc.ModelConfig]:
 
     step(TOKENIZER, {"query": "query"}, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"})
     step(EMBEDDING, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"}, {"embedding": "_embedding"})
-    scores = {f"{a}_scores": f"_{a}_scores" for a in SELECTOR_ALGORITHMS}
+    scores = {name: f"_{name}" for name in (*(f"{a}_scores" for a in SELECTOR_ALGORITHMS), EXPECTED_TOKENS)}
     step(HEADS, {"input_ids": "_input_ids", "attention_mask": "_attention_mask", "embedding": "_embedding"},
          {"domain_probs": "_domain_probs", **scores})
     step(DECISION, {"domain_probs": "_domain_probs", **scores}, {name: name for name in ENSEMBLE_OUTPUTS})

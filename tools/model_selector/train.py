@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import onnx_graphs
 from .config import DOMAINS, KmeansSettings, KnnSettings, SelectorSettings, SvmSettings
+from .contract import EXPECTED_TOKENS
 from .tokenization import token_counts
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class KnnSelector(Selector):
 
     keys: np.ndarray  # [N, D] unique training queries
     quality: np.ndarray  # [N, M] their results per model
+    output_tokens: np.ndarray  # [N, M] each model's answer length on them
     k: int
     prior: DomainPrior
 
@@ -151,14 +153,30 @@ class KnnSelector(Selector):
     def own(self, x: np.ndarray) -> np.ndarray:
         return _topk_weighted(self.keys, self.quality, x, self.k, None, int8_keys=self.keys_int8)
 
+    def expected_output_tokens(self, x: np.ndarray) -> np.ndarray:
+        """[B, M] each model's answer length to expect for these queries: the neighbours' average,
+        with the same weights as the quality. What an answer costs depends on the question (a
+        derivation runs longer than a definition), so the decision step prices each query by it."""
+        return _topk_weighted(self.keys, self.output_tokens, x, self.k, None, int8_keys=self.keys_int8)
+
     def own_onnx(self) -> onnx.ModelProto:
         return onnx_graphs.topk_weighted_table(self.keys, self.quality, self.k, None, name="knn_selector",
-                                               int8_keys=self.keys_int8)
+                                               int8_keys=self.keys_int8,
+                                               extra_tables={EXPECTED_TOKENS: self.output_tokens})
 
 
-def train_knn(x: np.ndarray, quality: np.ndarray, settings: KnnSettings, table: np.ndarray) -> KnnSelector:
-    return KnnSelector(x.astype(np.float32), quality.astype(np.float32), settings.k,
-                       DomainPrior(table, settings.domain_prior_weight))
+def with_typical_tokens(output_tokens: np.ndarray, typical: np.ndarray) -> np.ndarray:
+    """[N, M] output token counts, each unknown one (NaN) replaced by its model's typical count [M]."""
+    return np.where(np.isnan(output_tokens), typical[None, :], output_tokens).astype(np.float32)
+
+
+def train_knn(x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: KnnSettings,
+              table: np.ndarray) -> KnnSelector:
+    """`output_tokens` [N, M] without gaps (`with_typical_tokens`)."""
+    if np.isnan(output_tokens).any():
+        raise ValueError("output_tokens has unknown (NaN) counts; fill them with with_typical_tokens")
+    return KnnSelector(x.astype(np.float32), quality.astype(np.float32), output_tokens.astype(np.float32),
+                       settings.k, DomainPrior(table, settings.domain_prior_weight))
 
 
 @dataclass
@@ -264,13 +282,14 @@ def svm_selector_from(fitted: list[CalibratedClassifierCV | float], settings: Sv
                        DomainPrior(table, settings.domain_prior_weight))
 
 
-def train_selectors(x: np.ndarray, domain_probs: np.ndarray, quality: np.ndarray, settings: SelectorSettings,
-                    model_names: list[str]) -> dict[str, Selector]:
-    """The three selectors on the same training queries ([N, D] embeddings, [N, M] quality)."""
+def train_selectors(x: np.ndarray, domain_probs: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray,
+                    settings: SelectorSettings, model_names: list[str]) -> dict[str, Selector]:
+    """The three selectors on the same training queries ([N, D] embeddings, [N, M] quality and
+    output tokens); the KNN selector also estimates each model's answer length."""
     table = domain_quality_table(domain_probs, quality)
     svms = fit_model_svms(x, quality, settings.svm, model_names)
     return {
-        "knn": train_knn(x, quality, settings.knn, table),
+        "knn": train_knn(x, quality, output_tokens, settings.knn, table),
         "kmeans": train_kmeans(x, quality, settings.kmeans, table),
         "svm": svm_selector_from(svms, settings.svm, x.shape[1], table),
     }

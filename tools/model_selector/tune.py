@@ -5,8 +5,10 @@ The fit / validation split is fixed by question id, like the held-out split:
 `sha256("mmlu-pro-validation:<question_id>") % 1000 < 200` among the training questions.
 Settings are compared by their *budget score*: the best validation quality each reaches
 (over the cost-weight sweep) within 20%, 30%, 40% and 50% of the best single model's cost,
-averaged. The default cost weight is the one at which the configured router reaches the
-highest validation quality within `--budget` (default 30%) of that cost.
+averaged. A setting replaces the configured one only when it scores more than
+`KEEP_MARGIN` above it: closer than that is within the noise of 1,297 validation questions.
+The default cost weight is the one at which the configured router reaches the highest
+validation quality within `--budget` (default 30%) of that cost.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
-from .evaluate import COST_WEIGHTS, cost_curve, cost_matrix, repository_embedder, summarize
+from .evaluate import COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder, summarize
 from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
-                    train_kmeans, train_knn, train_selectors)
+                    train_kmeans, train_knn, train_selectors, with_typical_tokens)
 
 log = logging.getLogger(__name__)
 
 BUDGETS = (0.2, 0.3, 0.4, 0.5)
 FINE_COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 121)]
 VALIDATION_FRACTION = 0.2
+KEEP_MARGIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -61,18 +64,23 @@ class Validation:
     x_fit: np.ndarray
     probs_fit: np.ndarray
     quality_fit: np.ndarray
+    tokens_fit: np.ndarray  # [N_fit, M] output tokens
     fit_categories: np.ndarray
     x_val: np.ndarray
     probs_val: np.ndarray
+    tokens_val: np.ndarray  # [N_val, M] expected output tokens, from the configured KNN
     val: Benchmark
     cost: np.ndarray  # [N_val, M]
     engine: DecisionEngine
     best_quality: float
     best_cost: float
 
+    def heads(self, scores: dict[str, np.ndarray]) -> HeadOutputs:
+        return HeadOutputs(self.probs_val, scores, self.tokens_val)
+
     def curve(self, scores: dict[str, np.ndarray], algorithm: str | None,
               weights: list[float] = COST_WEIGHTS) -> list[dict]:
-        return cost_curve(self.engine, self.probs_val, scores, self.val.model_names, self.val.performance,
+        return cost_curve(self.engine, self.heads(scores), self.val.model_names, self.val.performance,
                           self.cost, algorithm, weights)
 
     def budget_score(self, curve: list[dict]) -> float:
@@ -96,12 +104,16 @@ def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_D
     classifier = train_classifier(embedder, fit, x_fit, embedder.embed(fit.questions, cache_dir), cache_dir)
     probs_fit = classifier.predict(*tokenizer.encode(fit.queries), x_fit)
     probs_val = classifier.predict(*tokenizer.encode(val.queries), x_val)
-    expected_tokens = {m: float(np.mean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
+    expected_tokens = {m: float(np.nanmean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
+    tokens_fit = with_typical_tokens(fit.output_tokens, np.array([expected_tokens[m] for m in models]))
+    knn = train_knn(x_fit, fit.performance, tokens_fit, config.model_selection.knn,
+                    domain_quality_table(probs_fit, fit.performance))
     cost = cost_matrix(config, expected_tokens, models, val.output_tokens)
     engine = DecisionEngine(config, models, expected_cost_per_1k(config, expected_tokens))
     single_quality, single_cost = val.performance.mean(axis=0), cost.mean(axis=0)
     best = int(np.argmax(single_quality))
-    return Validation(config, x_fit, probs_fit, fit.performance, fit.category_ids(), x_val, probs_val, val, cost, engine,
+    return Validation(config, x_fit, probs_fit, fit.performance, tokens_fit, fit.category_ids(), x_val, probs_val,
+                      knn.expected_output_tokens(x_val), val, cost, engine,
                       float(single_quality[best]), float(single_cost[best]))
 
 
@@ -123,7 +135,7 @@ def sweep(v: Validation, grid: Grid) -> dict[str, list[dict]]:
     current = v.config.model_selection
     results: dict[str, list[dict]] = {"knn": [], "kmeans": [], "svm": []}
     for k in tqdm(grid.knn_k, desc="knn settings", unit="k"):
-        selector = train_knn(v.x_fit, v.quality_fit, KnnSettings(k=k), table)
+        selector = train_knn(v.x_fit, v.quality_fit, v.tokens_fit, KnnSettings(k=k), table)
         results["knn"] += _score_prior_weights(v, "knn", selector, {"k": k}, grid.prior_weights)
     for n in tqdm(grid.kmeans_clusters, desc="kmeans settings", unit="size"):
         settings = KmeansSettings(n_clusters=n, top_k=current.kmeans.top_k, temperature=current.kmeans.temperature)
@@ -137,17 +149,36 @@ def sweep(v: Validation, grid: Grid) -> dict[str, list[dict]]:
     return results
 
 
+def configured_row(config: RouterConfig, algorithm: str) -> dict:
+    """The sweep row keys of the configuration's current setting for `algorithm`."""
+    settings = config.model_selection
+    if algorithm == "knn":
+        return {"k": settings.knn.k, "domain_prior_weight": settings.knn.domain_prior_weight}
+    if algorithm == "kmeans":
+        return {"n_clusters": settings.kmeans.n_clusters, "domain_prior_weight": settings.kmeans.domain_prior_weight}
+    return {"gamma": settings.svm.gamma, "domain_prior_weight": settings.svm.domain_prior_weight}
+
+
+def choose_setting(rows: list[dict], best: dict, configured: dict) -> dict:
+    """The best row, unless the configured setting's row is within KEEP_MARGIN of it."""
+    current = next((r for r in rows if all(r.get(key) == value for key, value in configured.items())), None)
+    if current is not None and best["budget_score"] - current["budget_score"] <= KEEP_MARGIN:
+        return current
+    return best
+
+
 def choose_cost_weight(v: Validation, budget: float) -> dict:
     """The configured router (as `config` sets it up) on validation: the cost weight with the highest
     quality within `budget` x the best single model's cost."""
-    selectors = train_selectors(v.x_fit, v.probs_fit, v.quality_fit, v.config.model_selection, v.val.model_names)
+    selectors = train_selectors(v.x_fit, v.probs_fit, v.quality_fit, v.tokens_fit, v.config.model_selection,
+                                v.val.model_names)
     scores = {a: s.predict(v.x_val, v.probs_val) for a, s in selectors.items()}
     curve = v.curve(scores, None, FINE_COST_WEIGHTS)
     affordable = [c for c in curve if c["cost_per_1k"] <= budget * v.best_cost]
     affordable = affordable or [min(curve, key=lambda c: c["cost_per_1k"])]
     chosen = max(affordable, key=lambda c: (c["quality"], -c["cost_per_1k"]))
-    choices = [v.engine.route(v.probs_val[i], {a: s[i] for a, s in scores.items()}, None,
-                              chosen["cost_weight"]).selected_model for i in range(len(v.x_val))]
+    heads = v.heads(scores)
+    choices = [heads.route(v.engine, i, None, chosen["cost_weight"]).selected_model for i in range(len(heads))]
     return {"budget": budget, "cost_weight": chosen["cost_weight"], "curve": curve,
             "validation": summarize(choices, v.val.model_names, v.val.performance, v.cost)}
 
@@ -168,6 +199,7 @@ def tune(config_path: Path, repository: Path, budget: float = 0.3, grid: Grid = 
     v = prepare(config_path, repository, cache_dir=cache_dir)
     results = sweep(v, grid)
     best = {a: max(rows, key=lambda r: r["budget_score"]) for a, rows in results.items()}
+    chosen = {a: choose_setting(rows, best[a], configured_row(v.config, a)) for a, rows in results.items()}
     return {
         "split": {"fit": len(v.x_fit), "validation": len(v.x_val),
                   "rule": "training questions with sha256('mmlu-pro-validation:<id>') % 1000 < 200"},
@@ -175,6 +207,8 @@ def tune(config_path: Path, repository: Path, budget: float = 0.3, grid: Grid = 
         "budgets": list(BUDGETS),
         "sweeps": results,
         "best": best,
+        "keep_margin": KEEP_MARGIN,
+        "chosen": chosen,
         "cost_weight": choose_cost_weight(v, budget),
         "true_domain_ceiling": true_domain_ceiling(v),
     }
@@ -188,13 +222,15 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
              f"validation questions ({report['split']['rule']}); the held-out questions are not used.", "",
              "Budget score: the best validation quality within "
              + ", ".join(f"{b:.0%}" for b in report["budgets"])
-             + " of the best single model's cost, averaged, as a fraction of its quality.", ""]
+             + " of the best single model's cost, averaged, as a fraction of its quality. "
+             f"**Bold**: the setting to configure, which is the configured one unless another scores more than "
+             f"{report['keep_margin']} above it.", ""]
     for algorithm, rows in report["sweeps"].items():
         keys = [k for k in rows[0] if k != "budget_score"]
         lines += [f"## {algorithm}", "", "| " + " | ".join(keys) + " | budget score |",
                   "|" + "---|" * (len(keys) + 1)]
         for row in rows:
-            mark = "**" if row == report["best"][algorithm] else ""
+            mark = "**" if row == report["chosen"][algorithm] else ""
             lines.append("| " + " | ".join(f"{mark}{row[k]}{mark}" for k in keys) + f" | {mark}{row['budget_score']}{mark} |")
         lines.append("")
     cw = report["cost_weight"]

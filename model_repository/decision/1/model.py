@@ -1,4 +1,5 @@
-"""Triton python model: domain probabilities + per-model selector scores -> the routing decision.
+"""Triton python model: domain probabilities + per-model selector scores and expected answer
+lengths -> the routing decision.
 
 Reads the router configuration (parameter `router_config`) and the selectors' metadata
 (parameter `selectors`: catalog order of the score columns, expected output tokens).
@@ -12,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from model_selector.config import load_config
 from model_selector.decision_engine import DecisionEngine, expected_cost_per_1k
-from model_selector.contract import ENSEMBLE_OUTPUTS, SELECTOR_ALGORITHMS, STRING_OUTPUTS
+from model_selector.contract import ENSEMBLE_OUTPUTS, EXPECTED_TOKENS, SELECTOR_ALGORITHMS, STRING_OUTPUTS
 
 
 class TritonPythonModel:
@@ -47,7 +48,9 @@ class TritonPythonModel:
                 probs = pb_utils.get_input_tensor_by_name(request, "domain_probs").as_numpy()
                 scores = {a: pb_utils.get_input_tensor_by_name(request, f"{a}_scores").as_numpy()
                           for a in SELECTOR_ALGORITHMS}
-                routes = [self.engine.route(probs[i], {a: s[i] for a, s in scores.items()})
+                tokens = pb_utils.get_input_tensor_by_name(request, EXPECTED_TOKENS).as_numpy()
+                routes = [self.engine.route(probs[i], {a: s[i] for a, s in scores.items()},
+                                            expected_output_tokens=tokens[i])
                           for i in range(len(probs))]
                 for route in routes:
                     self._count(route)
