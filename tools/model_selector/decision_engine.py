@@ -83,10 +83,8 @@ class DecisionEngine:
             return self.cost
         return self.price_per_1k_tokens * np.asarray(expected_output_tokens, dtype=np.float64)
 
-    def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float,
-               cost: np.ndarray | None = None) -> str:
-        """The best candidate by quality - cost_weight x cost; ties to the cheaper, then by name."""
-        cost = self.cost if cost is None else cost
+    def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float, cost: np.ndarray) -> str:
+        """The best candidate by quality - cost_weight x cost [M]; ties to the cheaper, then by name."""
         idx = np.array([self._index[m] for m in candidates])
         utility = quality[idx].astype(np.float64) - cost_weight * cost[idx]
         order = np.lexsort((np.array(candidates), cost[idx], -np.round(utility, 9)))
