@@ -103,7 +103,7 @@ class KmeansSettings(_Strict):
 class SvmSettings(_Strict):
     C: float = Field(default=1.0, gt=0)
     gamma: float = Field(default=1.0, gt=0)
-    max_train: int = Field(default=3000, ge=50)
+    max_train: int = Field(default=10000, ge=50)
     domain_prior_weight: float = Field(default=0.5, ge=0, le=1)
     seed: int = 42
 
