@@ -43,3 +43,19 @@ def test_benchmark_reports_levels_models_and_baselines(server, tmp_path):
     assert report["command"].startswith("model-selector benchmark")
     assert out.with_suffix(".md").read_text().startswith("# model-selector benchmark")
     assert len(json.loads(perf.read_text())["data"]) == len(query_sets()["short"])
+
+
+def test_open_loop_sends_on_schedule_whatever_the_server_does(server, tmp_path):
+    out = tmp_path / "open.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", server.grpc_url, "--rate", "40",
+         "--requests", "60", "--warmup", "2", "--queries", "short", "--baseline-requests", "5",
+         "--reference-knn-requests", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["mode"] == "open loop"
+    (level,) = report["levels"]
+    assert level["rate_rps"] == 40 and level["requests"] == 60 and level["errors"] == 0
+    # 60 requests on a 40/s Poisson schedule take about 1.5 s, however fast the server answers.
+    assert 10 < level["throughput_rps"] < 100
