@@ -1,12 +1,16 @@
-"""`model-selector tune`: settings and the default cost weight are chosen on a validation split of the training questions."""
+"""`model-selector tune`: settings on a validation split of the training questions, the algorithm
+and the default cost weight by cross-validation over them; never on held-out questions."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import yaml
 
+from model_selector.config import load_config
 from model_selector.data import is_test_question, load_mmlu_pro
-from model_selector.tune import (KEEP_MARGIN, Grid, choose_setting, grid_from, is_validation_question,
-                                 tune)
+from model_selector.tune import (KEEP_MARGIN, Grid, choose_setting, cross_validate, cv_fold, grid_from,
+                                 is_validation_question, tune)
 
 from .conftest import CONFIG
 
@@ -23,15 +27,45 @@ def test_validation_questions_are_training_questions_only_by_their_own_rule():
     assert 0.15 < len(validation) / len(ids) < 0.17  # 20% of the 80% training questions
 
 
+def test_cross_validation_folds_are_fixed_by_question_id_and_balanced():
+    ids = [int(q) for q in load_mmlu_pro([]).question_ids if not is_test_question(int(q))]
+    sizes = np.bincount([cv_fold(q, 5) for q in ids], minlength=5)
+    assert sizes.min() > 0.18 * len(ids) and sizes.max() < 0.22 * len(ids)
+    assert [cv_fold(q, 5) for q in ids[:50]] == [cv_fold(q, 5) for q in ids[:50]]
+
+
+def test_cross_validation_needs_two_folds(tmp_path):
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_validate(load_config(CONFIG), tmp_path, folds=1)
+
+
 @pytest.mark.slow
-def test_tune_picks_the_best_setting_and_a_cost_weight_within_budget(built_repository):
-    report = tune(CONFIG, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;prior=0,0.75"))
+def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(built_repository, tmp_path):
+    # The mechanics, not the shipped settings: SVMs on 1,000 queries keep this to about 4 minutes.
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["model_selection"]["svm"]["max_train"] = 1000
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    report = tune(config, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;prior=0,0.75"),
+                  folds=2)
     for algorithm, rows in report["sweeps"].items():
         assert report["best"][algorithm]["budget_score"] == max(r["budget_score"] for r in rows)
         assert report["chosen"][algorithm] in rows
         assert report["chosen"][algorithm]["budget_score"] >= report["best"][algorithm]["budget_score"] - KEEP_MARGIN
+    # Every training question routed once, by selectors trained without it.
+    cv = report["cross_validation"]
+    assert cv["questions"] == report["split"]["fit"] + report["split"]["validation"]
+    routers = report["routers"]["routers"]
+    assert set(routers) == {"configured", "knn", "kmeans", "svm"}
+    recommended = report["routers"]["recommended"]
+    best = max(r["budget_score"] for r in routers.values())
+    assert routers[recommended]["budget_score"] == best or (
+        recommended == "configured" and best - routers["configured"]["budget_score"] <= KEEP_MARGIN)
     chosen = report["cost_weight"]
-    assert chosen["validation"]["cost_per_1k"] <= 0.3 * report["best_single"]["cost_per_1k"]
+    assert chosen["algorithm"] == routers[recommended]["algorithm"]
+    assert chosen["routed"]["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"]
+    assert chosen["routed"]["quality"] == max(
+        c["quality"] for c in chosen["curve"] if c["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"])
     assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
 
 

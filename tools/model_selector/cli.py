@@ -247,14 +247,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import grid_from, tune, write_tuning_report
 
-    report = tune(args.config, args.repository, args.budget, grid_from(args.grid), args.cache_dir)
+    report = tune(args.config, args.repository, args.budget, grid_from(args.grid), args.cache_dir, args.folds)
     write_tuning_report(report, args.out, "model-selector " + " ".join(sys.argv[1:]))
     best = report["best"]
     print("best on validation: " + "; ".join(
         f"{a}: " + ", ".join(f"{k}={v}" for k, v in row.items()) for a, row in best.items()))
+    comparison = report["routers"]
+    print("cross-validated budget scores: " + "; ".join(
+        f"{name}: {row['budget_score']}" for name, row in comparison["routers"].items())
+        + f"; recommended: {comparison['recommended']}")
     cw = report["cost_weight"]
-    print(f"default cost weight for a {cw['budget']:.0%} budget: {cw['cost_weight']} (validation quality "
-          f"{cw['validation']['quality']:.4f} at {cw['validation']['cost_per_1k']:.4f} USD/1k). "
+    print(f"default cost weight for a {cw['budget']:.0%} budget: {cw['cost_weight']} (cross-validated quality "
+          f"{cw['routed']['quality']:.4f} at {cw['routed']['cost_per_1k']:.4f} USD/1k). "
           f"Report: {args.out / 'report.md'}")
     return 0
 
@@ -419,13 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports/evaluation"))
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("tune", help="choose selector settings and the default cost weight on a validation split")
+    p = sub.add_parser("tune", help="choose selector settings on a validation split, the algorithm and the default "
+                                    "cost weight by cross-validation")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"))
     p.add_argument("--repository", type=Path, default=Path("model_repository"),
                    help="a built repository: its embedding model and tokenizer are used")
-    p.add_argument("--budget", type=float, default=0.3,
+    p.add_argument("--budget", type=float, default=0.33,
                    help="cost budget for the default cost weight, as a fraction of the best single model's cost")
     p.add_argument("--grid", default=None, help="settings to try, e.g. 'knn=10,20;kmeans=8,16;svm=1;prior=0,0.5'")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the algorithm and cost weight")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("reports/tuning"))
     p.set_defaults(func=cmd_tune)

@@ -1,14 +1,21 @@
-"""`model-selector tune`: choose the selector settings and the default cost weight on a
-validation split cut from the training questions (never the held-out ones).
+"""`model-selector tune`: choose the selector settings, the decisions' algorithm and the
+default cost weight on the training questions (never the held-out ones).
 
-The fit / validation split is fixed by question id, like the held-out split:
-`sha256("mmlu-pro-validation:<question_id>") % 1000 < 200` among the training questions.
-Settings are compared by their *budget score*: the best validation quality each reaches
+Two stages:
+1. **Settings** (k, clusters, gamma, prior weight) on one fit / validation split, fixed by
+   question id like the held-out split: `sha256("mmlu-pro-validation:<question_id>") % 1000
+   < 200` among the training questions. A grid costs one fit per setting, so one split.
+2. **Algorithm and cost weight** by k-fold cross-validation over all training questions
+   (`sha256("mmlu-pro-cv:<question_id>") % folds`): every question is routed once, by a
+   classifier and selectors trained without its fold, and the pooled routes give one
+   quality / cost curve per router over 5x the questions of the validation split. Differences
+   of 0.005 are noise on 1,297 validation questions, and they decide these two choices.
+
+Routers and settings are compared by their *budget score*: the best quality each reaches
 (over the cost-weight sweep) within 20%, 30%, 40% and 50% of the best single model's cost,
-averaged. A setting replaces the configured one only when it scores more than
-`KEEP_MARGIN` above it: closer than that is within the noise of 1,297 validation questions.
-The default cost weight is the one at which the configured router reaches the highest
-validation quality within `--budget` (default 30%) of that cost.
+averaged. A setting or algorithm replaces the configured one only when it scores more than
+`KEEP_MARGIN` above it. The default cost weight is the one at which the recommended router
+reaches the highest cross-validated quality within `--budget` (default 33%) of that cost.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from tqdm import tqdm
 
 from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
+from .contract import SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
+from .embed import OnnxEmbedder
 from .evaluate import COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder, summarize
 from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
                     train_kmeans, train_knn, train_selectors, with_typical_tokens)
@@ -36,6 +45,11 @@ BUDGETS = (0.2, 0.3, 0.4, 0.5)
 FINE_COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 121)]
 VALIDATION_FRACTION = 0.2
 KEEP_MARGIN = 0.005
+CV_FOLDS = 5
+# The default cost weight aims at 33% of the best single model's cost so that unseen queries stay
+# within 35%: at one cost weight the cost ratio moves by about 0.03 between samples of 1,300 to
+# 1,900 questions (the folds here, the held-out split).
+DEFAULT_BUDGET = 0.33
 
 
 @dataclass(frozen=True)
@@ -51,25 +65,24 @@ def is_validation_question(question_id: int) -> bool:
     return int.from_bytes(digest[:4], "big") % 1000 < VALIDATION_FRACTION * 1000
 
 
+def cv_fold(question_id: int, folds: int) -> int:
+    digest = hashlib.sha256(f"mmlu-pro-cv:{question_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % folds
+
+
 def best_within(curve: list[dict], budget: float) -> float:
     """The highest quality on the curve at no more than `budget` cost (0 when none is that cheap)."""
     return max((c["quality"] for c in curve if c["cost_per_1k"] <= budget), default=0.0)
 
 
 @dataclass
-class Validation:
-    """Everything a candidate setting is scored on."""
+class Scoring:
+    """Routed queries with their results: what a router's quality / cost curve is computed on."""
 
     config: RouterConfig
-    x_fit: np.ndarray
-    probs_fit: np.ndarray
-    quality_fit: np.ndarray
-    tokens_fit: np.ndarray  # [N_fit, M] output tokens
-    fit_categories: np.ndarray
-    x_val: np.ndarray
+    val: Benchmark
     probs_val: np.ndarray
     tokens_val: np.ndarray  # [N_val, M] expected output tokens, from the configured KNN
-    val: Benchmark
     cost: np.ndarray  # [N_val, M]
     engine: DecisionEngine
     best_quality: float
@@ -86,18 +99,44 @@ class Validation:
     def budget_score(self, curve: list[dict]) -> float:
         return float(np.mean([best_within(curve, b * self.best_cost) for b in BUDGETS])) / self.best_quality
 
+    def quality_within(self, curve: list[dict]) -> dict[str, float]:
+        return {f"{b:.2f}": round(best_within(curve, b * self.best_cost) / self.best_quality, 4)
+                for b in (0.25, 0.3, 0.35, 0.4, 0.5)}
 
-def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_DIR,
-            cache_dir: Path | None = None) -> Validation:
-    """Split the training questions, embed them through the built repository, train the classifier on the fit part."""
-    config = load_config(config_path)
+
+def _scoring(config: RouterConfig, val: Benchmark, probs_val: np.ndarray, tokens_val: np.ndarray,
+             expected_tokens: dict[str, float]) -> Scoring:
     models = config.model_names
-    train, _ = split_train_test(load_mmlu_pro(models, data_dir))
-    train = train.subset(train.complete_rows())
-    validation = np.array([is_validation_question(int(q)) for q in train.question_ids])
-    fit, val = train.subset(~validation), train.subset(validation)
-    log.info("tuning on %d fit and %d validation questions (held-out questions untouched)", len(fit), len(val))
-    embedder = repository_embedder(repository)
+    cost = cost_matrix(config, expected_tokens, models, val.output_tokens)
+    engine = DecisionEngine(config, models, expected_cost_per_1k(config, expected_tokens))
+    single_quality, single_cost = val.performance.mean(axis=0), cost.mean(axis=0)
+    best = int(np.argmax(single_quality))
+    return Scoring(config, val, probs_val, tokens_val, cost, engine, float(single_quality[best]),
+                   float(single_cost[best]))
+
+
+@dataclass
+class Validation(Scoring):
+    """A fit / validation split: the fit part trains, the validation part is routed and scored."""
+
+    x_fit: np.ndarray
+    probs_fit: np.ndarray
+    quality_fit: np.ndarray
+    tokens_fit: np.ndarray  # [N_fit, M] output tokens
+    fit_categories: np.ndarray
+    x_val: np.ndarray
+
+
+def training_questions(config: RouterConfig, data_dir: Path = DEFAULT_DATA_DIR) -> Benchmark:
+    """The shipped training questions with every catalog model's result."""
+    train, _ = split_train_test(load_mmlu_pro(config.model_names, data_dir))
+    return train.subset(train.complete_rows())
+
+
+def split_validation(config: RouterConfig, embedder: OnnxEmbedder, fit: Benchmark, val: Benchmark,
+                     cache_dir: Path | None = None) -> Validation:
+    """Embed both parts through the built repository and train the classifier on the fit part."""
+    models = config.model_names
     tokenizer = embedder.tokenizer
     x_fit = embedder.embed(fit.queries, cache_dir, description="fit queries")
     x_val = embedder.embed(val.queries, cache_dir, description="validation queries")
@@ -108,13 +147,53 @@ def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_D
     tokens_fit = with_typical_tokens(fit.output_tokens, np.array([expected_tokens[m] for m in models]))
     knn = train_knn(x_fit, fit.performance, tokens_fit, config.model_selection.knn,
                     domain_quality_table(probs_fit, fit.performance))
-    cost = cost_matrix(config, expected_tokens, models, val.output_tokens)
-    engine = DecisionEngine(config, models, expected_cost_per_1k(config, expected_tokens))
-    single_quality, single_cost = val.performance.mean(axis=0), cost.mean(axis=0)
-    best = int(np.argmax(single_quality))
-    return Validation(config, x_fit, probs_fit, fit.performance, tokens_fit, fit.category_ids(), x_val, probs_val,
-                      knn.expected_output_tokens(x_val), val, cost, engine,
-                      float(single_quality[best]), float(single_cost[best]))
+    scoring = _scoring(config, val, probs_val, knn.expected_output_tokens(x_val), expected_tokens)
+    return Validation(**vars(scoring), x_fit=x_fit, probs_fit=probs_fit, quality_fit=fit.performance,
+                      tokens_fit=tokens_fit, fit_categories=fit.category_ids(), x_val=x_val)
+
+
+def prepare(config_path: Path, repository: Path, data_dir: Path = DEFAULT_DATA_DIR,
+            cache_dir: Path | None = None) -> Validation:
+    """The fixed fit / validation split of the training questions, ready to score settings on."""
+    config = load_config(config_path)
+    train = training_questions(config, data_dir)
+    validation = np.array([is_validation_question(int(q)) for q in train.question_ids])
+    log.info("tuning on %d fit and %d validation questions (held-out questions untouched)",
+             int((~validation).sum()), int(validation.sum()))
+    return split_validation(config, repository_embedder(repository), train.subset(~validation),
+                            train.subset(validation), cache_dir)
+
+
+def configured_scores(v: Validation) -> dict[str, np.ndarray]:
+    """Every selector with the configured settings, trained on the fit part, on the validation part."""
+    selectors = train_selectors(v.x_fit, v.probs_fit, v.quality_fit, v.tokens_fit, v.config.model_selection,
+                                v.val.model_names)
+    return {a: s.predict(v.x_val, v.probs_val) for a, s in selectors.items()}
+
+
+def cross_validate(config: RouterConfig, repository: Path, folds: int = CV_FOLDS,
+                   data_dir: Path = DEFAULT_DATA_DIR, cache_dir: Path | None = None
+                   ) -> tuple[Scoring, dict[str, np.ndarray]]:
+    """Every training question routed by a classifier and selectors (configured settings) trained
+    on the other folds: the pooled scoring and every algorithm's scores, in the scoring's order."""
+    if folds < 2:
+        raise ValueError(f"--folds {folds}: cross-validation needs at least 2 folds (default {CV_FOLDS})")
+    train = training_questions(config, data_dir)
+    fold = np.array([cv_fold(int(q), folds) for q in train.question_ids])
+    embedder = repository_embedder(repository)
+    order, probs, tokens, scores = [], [], [], {a: [] for a in SELECTOR_ALGORITHMS}
+    for f in tqdm(range(folds), desc="cross-validation folds", unit="fold"):
+        v = split_validation(config, embedder, train.subset(fold != f), train.subset(fold == f), cache_dir)
+        order.append(np.flatnonzero(fold == f))
+        probs.append(v.probs_val)
+        tokens.append(v.tokens_val)
+        for a, s in configured_scores(v).items():
+            scores[a].append(s)
+    models = config.model_names
+    expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
+    scoring = _scoring(config, train.subset(np.concatenate(order)), np.concatenate(probs),
+                       np.concatenate(tokens), expected_tokens)
+    return scoring, {a: np.concatenate(s) for a, s in scores.items()}
 
 
 def _score_prior_weights(v: Validation, algorithm: str, selector: Selector, settings: dict,
@@ -167,20 +246,32 @@ def choose_setting(rows: list[dict], best: dict, configured: dict) -> dict:
     return best
 
 
-def choose_cost_weight(v: Validation, budget: float) -> dict:
-    """The configured router (as `config` sets it up) on validation: the cost weight with the highest
-    quality within `budget` x the best single model's cost."""
-    selectors = train_selectors(v.x_fit, v.probs_fit, v.quality_fit, v.tokens_fit, v.config.model_selection,
-                                v.val.model_names)
-    scores = {a: s.predict(v.x_val, v.probs_val) for a, s in selectors.items()}
-    curve = v.curve(scores, None, FINE_COST_WEIGHTS)
-    affordable = [c for c in curve if c["cost_per_1k"] <= budget * v.best_cost]
+def compare_routers(scoring: Scoring, scores: dict[str, np.ndarray]) -> dict:
+    """The configured router and each algorithm forced for every decision, scored on the same routes;
+    `recommended`: the best, unless the configured router is within KEEP_MARGIN of it."""
+    routers = {}
+    for name, algorithm in (("configured", None), *((a, a) for a in SELECTOR_ALGORITHMS)):
+        curve = scoring.curve(scores, algorithm, FINE_COST_WEIGHTS)
+        routers[name] = {"algorithm": algorithm, "budget_score": round(scoring.budget_score(curve), 4),
+                         "quality_within": scoring.quality_within(curve), "curve": curve}
+    best = max(routers, key=lambda r: routers[r]["budget_score"])
+    margin = routers[best]["budget_score"] - routers["configured"]["budget_score"]
+    return {"routers": routers, "recommended": "configured" if margin <= KEEP_MARGIN else best}
+
+
+def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
+                       budget: float) -> dict:
+    """The cost weight at which the router (configured decisions, or `algorithm` for every decision)
+    reaches the highest quality within `budget` x the best single model's cost."""
+    curve = scoring.curve(scores, algorithm, FINE_COST_WEIGHTS)
+    affordable = [c for c in curve if c["cost_per_1k"] <= budget * scoring.best_cost]
     affordable = affordable or [min(curve, key=lambda c: c["cost_per_1k"])]
     chosen = max(affordable, key=lambda c: (c["quality"], -c["cost_per_1k"]))
-    heads = v.heads(scores)
-    choices = [heads.route(v.engine, i, None, chosen["cost_weight"]).selected_model for i in range(len(heads))]
-    return {"budget": budget, "cost_weight": chosen["cost_weight"], "curve": curve,
-            "validation": summarize(choices, v.val.model_names, v.val.performance, v.cost)}
+    heads = scoring.heads(scores)
+    choices = [heads.route(scoring.engine, i, algorithm, chosen["cost_weight"]).selected_model
+               for i in range(len(heads))]
+    return {"budget": budget, "algorithm": algorithm, "cost_weight": chosen["cost_weight"], "curve": curve,
+            "routed": summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)}
 
 
 def true_domain_ceiling(v: Validation) -> dict:
@@ -189,27 +280,33 @@ def true_domain_ceiling(v: Validation) -> dict:
     table = domain_quality_table(np.eye(len(DOMAINS))[v.fit_categories], v.quality_fit, shrinkage=0.0)
     scores = np.eye(len(DOMAINS))[v.val.category_ids()] @ table
     curve = v.curve({"knn": scores}, "knn", FINE_COST_WEIGHTS)
-    return {"budget_score": round(v.budget_score(curve), 4),
-            "quality_within": {f"{b:.2f}": round(best_within(curve, b * v.best_cost) / v.best_quality, 4)
-                               for b in (0.25, 0.3, 0.35, 0.4, 0.5)}}
+    return {"budget_score": round(v.budget_score(curve), 4), "quality_within": v.quality_within(curve)}
 
 
-def tune(config_path: Path, repository: Path, budget: float = 0.3, grid: Grid = Grid(),
-         cache_dir: Path | None = None) -> dict:
+def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, grid: Grid = Grid(),
+         cache_dir: Path | None = None, folds: int = CV_FOLDS) -> dict:
     v = prepare(config_path, repository, cache_dir=cache_dir)
     results = sweep(v, grid)
     best = {a: max(rows, key=lambda r: r["budget_score"]) for a, rows in results.items()}
     chosen = {a: choose_setting(rows, best[a], configured_row(v.config, a)) for a, rows in results.items()}
+    scoring, scores = cross_validate(v.config, repository, folds, cache_dir=cache_dir)
+    comparison = compare_routers(scoring, scores)
+    recommended = comparison["routers"][comparison["recommended"]]["algorithm"]
     return {
         "split": {"fit": len(v.x_fit), "validation": len(v.x_val),
                   "rule": "training questions with sha256('mmlu-pro-validation:<id>') % 1000 < 200"},
+        "cross_validation": {"folds": folds, "questions": len(scoring.val),
+                             "rule": f"training questions, fold sha256('mmlu-pro-cv:<id>') % {folds}",
+                             "best_single": {"quality": round(scoring.best_quality, 4),
+                                             "cost_per_1k": round(scoring.best_cost, 4)}},
         "best_single": {"quality": round(v.best_quality, 4), "cost_per_1k": round(v.best_cost, 4)},
         "budgets": list(BUDGETS),
         "sweeps": results,
         "best": best,
         "keep_margin": KEEP_MARGIN,
         "chosen": chosen,
-        "cost_weight": choose_cost_weight(v, budget),
+        "routers": comparison,
+        "cost_weight": choose_cost_weight(scoring, scores, recommended, budget),
         "true_domain_ceiling": true_domain_ceiling(v),
     }
 
@@ -217,14 +314,14 @@ def tune(config_path: Path, repository: Path, budget: float = 0.3, grid: Grid = 
 def write_tuning_report(report: dict, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({**report, "command": command}, indent=1))
-    lines = ["# model-selector tuning (validation split)", "", f"`{command}`", "",
+    lines = ["# model-selector tuning", "", f"`{command}`", "",
              f"Fit on {report['split']['fit']} training questions, scored on {report['split']['validation']} "
              f"validation questions ({report['split']['rule']}); the held-out questions are not used.", "",
              "Budget score: the best validation quality within "
              + ", ".join(f"{b:.0%}" for b in report["budgets"])
              + " of the best single model's cost, averaged, as a fraction of its quality. "
              f"**Bold**: the setting to configure, which is the configured one unless another scores more than "
-             f"{report['keep_margin']} above it.", ""]
+             f"{report['keep_margin']} above it.", "", "# Settings (validation split)", ""]
     for algorithm, rows in report["sweeps"].items():
         keys = [k for k in rows[0] if k != "budget_score"]
         lines += [f"## {algorithm}", "", "| " + " | ".join(keys) + " | budget score |",
@@ -233,12 +330,30 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
             mark = "**" if row == report["chosen"][algorithm] else ""
             lines.append("| " + " | ".join(f"{mark}{row[k]}{mark}" for k in keys) + f" | {mark}{row['budget_score']}{mark} |")
         lines.append("")
+    cv = report["cross_validation"]
+    comparison = report["routers"]
+    budgets = list(next(iter(comparison["routers"].values()))["quality_within"])
+    lines += ["## Which algorithm, cross-validated", "",
+              (f"All {cv['questions']} training questions in {cv['folds']} folds ({cv['rule']}), each routed by a "
+               "classifier and selectors (the settings above) trained on the other folds. Best quality within a "
+               "fraction of the best single model's cost, as a fraction of its quality:"), "",
+              "| router | budget score | " + " | ".join(f"within {float(b):.0%}" for b in budgets) + " |",
+              "|---|---|" + "---|" * len(budgets)]
+    for name, row in comparison["routers"].items():
+        mark = "**" if name == comparison["recommended"] else ""
+        label = "configured decisions" if row["algorithm"] is None else f"{name} for every decision"
+        lines.append(f"| {mark}{label}{mark} | {row['budget_score']} | "
+                     + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
     cw = report["cost_weight"]
-    lines += ["## Default cost weight", "",
-              f"Configured router on validation: cost weight **{cw['cost_weight']}** gives quality "
-              f"{cw['validation']['quality']:.4f} at {cw['validation']['cost_per_1k']:.4f} USD per 1,000 queries "
-              f"(best single model: {report['best_single']['quality']:.4f} at {report['best_single']['cost_per_1k']:.4f}; "
-              f"budget {cw['budget']:.0%} of its cost).", ""]
+    router = "the configured decisions" if cw["algorithm"] is None else f"{cw['algorithm']} for every decision"
+    best = cv["best_single"]
+    lines += ["", (f"**Bold**: the router to configure; the configured decisions unless another scores more "
+                   f"than {report['keep_margin']} above them."), "", "![cross-validated curves](cross_validation.png)",
+              "", "## Default cost weight", "",
+              (f"{router.capitalize()}, cross-validated: cost weight **{cw['cost_weight']}** gives quality "
+               f"{cw['routed']['quality']:.4f} at {cw['routed']['cost_per_1k']:.4f} USD per 1,000 queries "
+               f"(best single model: {best['quality']:.4f} at {best['cost_per_1k']:.4f}; "
+               f"budget {cw['budget']:.0%} of its cost)."), ""]
     ceiling = report["true_domain_ceiling"]
     lines += ["## What domain knowledge alone reaches", "",
               "A router told each validation query's *true* category, choosing by that category's mean quality "
@@ -246,6 +361,35 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
               + ", ".join(f"{float(b):.0%}: {q}" for b, q in ceiling["quality_within"].items())
               + " of its cost.", ""]
     (out / "report.md").write_text("\n".join(lines))
+    plot_cross_validation(report, out / "cross_validation.png")
+
+
+def plot_cross_validation(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = report["cross_validation"]["best_single"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in report["routers"]["routers"].items():
+        curve = sorted(row["curve"], key=lambda c: c["cost_per_1k"])
+        ax.plot([c["cost_per_1k"] / best["cost_per_1k"] for c in curve],
+                [c["quality"] / best["quality"] for c in curve], marker=".", label=name)
+    routed = report["cost_weight"]["routed"]
+    ax.scatter(routed["cost_per_1k"] / best["cost_per_1k"], routed["quality"] / best["quality"], s=120,
+               color="gold", edgecolor="black", zorder=5, label=f"default cost weight {report['cost_weight']['cost_weight']}")
+    ax.axvline(report["cost_weight"]["budget"], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(0.85, 1.02)
+    ax.set_xlabel("cost / best single model's cost")
+    ax.set_ylabel("quality / best single model's quality")
+    ax.set_title(f"Cross-validated routing, {report['cross_validation']['questions']} training questions")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def grid_from(spec: str | None) -> Grid:
