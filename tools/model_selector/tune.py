@@ -260,10 +260,10 @@ def compare_routers(scoring: Scoring, scores: dict[str, np.ndarray]) -> dict:
 
 
 def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
-                       budget: float) -> dict:
-    """The cost weight at which the router (configured decisions, or `algorithm` for every decision)
-    reaches the highest quality within `budget` x the best single model's cost."""
-    curve = scoring.curve(scores, algorithm, FINE_COST_WEIGHTS)
+                       curve: list[dict], budget: float) -> dict:
+    """The cost weight at which the router (configured decisions, or `algorithm` for every decision),
+    whose cost-weight `curve` this is, reaches the highest quality within `budget` x the best single
+    model's cost."""
     affordable = [c for c in curve if c["cost_per_1k"] <= budget * scoring.best_cost]
     affordable = affordable or [min(curve, key=lambda c: c["cost_per_1k"])]
     chosen = max(affordable, key=lambda c: (c["quality"], -c["cost_per_1k"]))
@@ -291,7 +291,7 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
     chosen = {a: choose_setting(rows, best[a], configured_row(v.config, a)) for a, rows in results.items()}
     scoring, scores = cross_validate(v.config, repository, folds, cache_dir=cache_dir)
     comparison = compare_routers(scoring, scores)
-    recommended = comparison["routers"][comparison["recommended"]]["algorithm"]
+    recommended = comparison["routers"][comparison["recommended"]]
     return {
         "split": {"fit": len(v.x_fit), "validation": len(v.x_val),
                   "rule": "training questions with sha256('mmlu-pro-validation:<id>') % 1000 < 200"},
@@ -306,7 +306,7 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
         "keep_margin": KEEP_MARGIN,
         "chosen": chosen,
         "routers": comparison,
-        "cost_weight": choose_cost_weight(scoring, scores, recommended, budget),
+        "cost_weight": choose_cost_weight(scoring, scores, recommended["algorithm"], recommended["curve"], budget),
         "true_domain_ceiling": true_domain_ceiling(v),
     }
 
