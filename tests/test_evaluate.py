@@ -11,7 +11,7 @@ import pytest
 from model_selector.config import load_config
 from model_selector.data import DataError
 from model_selector.data import load_records
-from model_selector.evaluate import COST_WEIGHTS, load_heldout
+from model_selector.evaluate import FINE_COST_WEIGHTS, load_heldout
 
 from .conftest import CONFIG
 
@@ -99,8 +99,12 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
     assert baselines["oracle"]["quality"] >= baselines["best_single"]["quality"]
     for name in ("configured", "knn", "kmeans", "svm"):
         router = report["routers"][name]
-        assert set(router) == {"quality", "cost_per_1k", "distribution", "curve"}
+        assert set(router) == {"quality", "cost_per_1k", "distribution", "interval_95", "curve"}
         assert sum(router["distribution"].values()) == 48
-        assert [p["cost_weight"] for p in router["curve"]] == COST_WEIGHTS
+        assert [p["cost_weight"] for p in router["curve"]] == FINE_COST_WEIGHTS
+        best = baselines["best_single"]
+        for ratio, key in (("quality_ratio", "quality"), ("cost_ratio", "cost_per_1k")):
+            low, high = router["interval_95"][ratio]
+            assert low <= round(router[key] / best[key], 4) <= high
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
     assert "| **configured** |" in (out / "report.md").read_text()

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # From "quality only" to "the cheapest candidate": the prices span five orders of magnitude.
 COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 37)]
+# Twenty steps a decade, for curves people read: with one step a decade of the coarse sweep
+# above, the cost of a routed set can jump from a third to a half of the best model's.
+FINE_COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 121)]
+BOOTSTRAP_SAMPLES = 1000
 
 
 def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalSet:
@@ -116,13 +120,36 @@ def summarize(choices: list[str], model_names: list[str], performance: np.ndarra
     }
 
 
+def ratio_intervals(performance: np.ndarray, cost: np.ndarray, choices: list[str], model_names: list[str],
+                    best: str, rng: np.random.Generator, chunk: int = 100) -> dict[str, list[float]]:
+    """95% paired-bootstrap intervals of quality / best and cost / best: how far the same router and the
+    best single model could move, relative to each other, on another sample of this many queries."""
+    rows = np.arange(len(choices))
+    chosen = [model_names.index(m) for m in choices]
+    best_j = model_names.index(best)
+    per_query = np.stack([performance[rows, chosen], cost[rows, chosen], performance[:, best_j], cost[:, best_j]])
+    means = np.concatenate([
+        per_query[:, rng.integers(0, len(rows), (min(chunk, BOOTSTRAP_SAMPLES - start), len(rows)))].mean(axis=2)
+        for start in range(0, BOOTSTRAP_SAMPLES, chunk)], axis=1)
+    intervals = {}
+    for name, (numerator, denominator) in (("quality_ratio", (0, 2)), ("cost_ratio", (1, 3))):
+        defined = means[denominator] > 0  # a resample where the best single model scores or costs nothing has no ratio
+        if not defined.any():
+            intervals[name] = None
+            continue
+        low, high = np.percentile(means[numerator, defined] / means[denominator, defined], [2.5, 97.5])
+        intervals[name] = [round(float(low), 4), round(float(high), 4)]
+    return intervals
+
+
 def route_models(engine: DecisionEngine, heads: HeadOutputs, algorithm: str | None = None,
                  cost_weight: float | None = None) -> list[str]:
     return [heads.route(engine, i, algorithm, cost_weight).selected_model for i in range(len(heads))]
 
 
 def cost_curve(engine: DecisionEngine, heads: HeadOutputs, model_names: list[str], performance: np.ndarray,
-               cost: np.ndarray, algorithm: str | None = None, weights: list[float] = COST_WEIGHTS) -> list[dict]:
+               cost: np.ndarray, algorithm: str | None = None, weights: list[float] = FINE_COST_WEIGHTS
+               ) -> list[dict]:
     """Quality and cost over a sweep of the cost weight (applied to every decision)."""
     curve = []
     for weight in weights:
@@ -182,6 +209,7 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
                                 desc="cost-weight sweeps", unit="router"):
         choices = configured_choices if name == "configured" else route_models(router.engine, heads, algorithm)
         routers[name] = {**summarize(choices, names, perf, cost),
+                         "interval_95": ratio_intervals(perf, cost, choices, names, best, rng),
                          "curve": cost_curve(router.engine, heads, names, perf, cost, algorithm)}
     report["routers"] = routers
     return report
@@ -189,6 +217,10 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
 
 def _dominated(curve: list[dict], point: dict) -> bool:
     return any(c["quality"] >= point["quality"] and c["cost_per_1k"] <= point["cost_per_1k"] for c in curve)
+
+
+def _with_interval(ratio: float, interval: list[float] | None) -> str:
+    return f"{ratio:.3f}" if interval is None else f"{ratio:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
 def write_report(report: dict, out: Path, command: str) -> None:
@@ -200,7 +232,8 @@ def write_report(report: dict, out: Path, command: str) -> None:
         "# model-selector evaluation", "",
         f"`{command}`", "",
         f"{report['n_queries']} queries. Cost in {report['cost_unit']}. Ratios are against the best single "
-        f"model, {best['model']}.", "",
+        f"model, {best['model']}. In brackets: 95% paired-bootstrap intervals ({BOOTSTRAP_SAMPLES} resamples of the "
+        "queries), how far a router's ratios could move on another sample of this size.", "",
     ]
     if "domain_accuracy" in report:
         lines += [f"Domain accuracy: {report['domain_accuracy']:.4f}", ""]
@@ -213,8 +246,10 @@ def write_report(report: dict, out: Path, command: str) -> None:
     def row(name: str, entry: dict, curve: list[dict] | None) -> str:
         dominated = "" if curve is None else str(sum(
             _dominated(curve, s) for m, s in report["baselines"]["single"].items()))
-        return (f"| {name} | {entry['quality']:.4f} | {entry['cost_per_1k']:.4f} | "
-                f"{entry['quality'] / best['quality']:.3f} | {entry['cost_per_1k'] / best['cost_per_1k']:.3f} | "
+        intervals = entry.get("interval_95", {})
+        quality_ratio = _with_interval(entry["quality"] / best["quality"], intervals.get("quality_ratio"))
+        cost_ratio = _with_interval(entry["cost_per_1k"] / best["cost_per_1k"], intervals.get("cost_ratio"))
+        return (f"| {name} | {entry['quality']:.4f} | {entry['cost_per_1k']:.4f} | {quality_ratio} | {cost_ratio} | "
                 f"{dominated} |")
 
     for name, entry in report["routers"].items():
@@ -247,10 +282,18 @@ def plot(report: dict, path: Path) -> None:
         line, = ax.plot([c["cost_per_1k"] for c in curve], [c["quality"] for c in curve], marker=".",
                         label=f"{name} (cost-weight sweep)", linewidth=2.5 if name == "configured" else 1.2)
         ax.scatter(entry["cost_per_1k"], entry["quality"], color=line.get_color(), s=90, edgecolor="black", zorder=5)
+        intervals = entry.get("interval_95", {})
+        if intervals.get("quality_ratio") is not None and intervals.get("cost_ratio") is not None:
+            (q_low, q_high), (c_low, c_high) = intervals["quality_ratio"], intervals["cost_ratio"]
+            best = report["baselines"]["best_single"]
+            x, y = entry["cost_per_1k"], entry["quality"]
+            xerr = np.maximum([[x - c_low * best["cost_per_1k"]], [c_high * best["cost_per_1k"] - x]], 0.0)
+            yerr = np.maximum([[y - q_low * best["quality"]], [q_high * best["quality"] - y]], 0.0)
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=line.get_color(), capsize=3, zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel(f"cost ({report['cost_unit']}, log scale)")
     ax.set_ylabel("quality (mean correctness of the chosen model)")
-    ax.set_title(f"Routing on {report['n_queries']} held-out queries: big dots = as configured")
+    ax.set_title(f"Routing on {report['n_queries']} held-out queries: big dots = as configured, bars = 95% intervals")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

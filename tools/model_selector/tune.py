@@ -35,14 +35,14 @@ from .contract import SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
 from .embed import OnnxEmbedder
-from .evaluate import COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder, summarize
+from .evaluate import (COST_WEIGHTS, FINE_COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder,
+                       summarize)
 from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
                     train_kmeans, train_knn, train_selectors, with_typical_tokens)
 
 log = logging.getLogger(__name__)
 
 BUDGETS = (0.2, 0.3, 0.4, 0.5)
-FINE_COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.0, 121)]
 VALIDATION_FRACTION = 0.2
 KEEP_MARGIN = 0.005
 CV_FOLDS = 5
