@@ -10,7 +10,7 @@ import yaml
 from model_selector.config import load_config
 from model_selector.data import is_test_question, load_mmlu_pro
 from model_selector.tune import (KEEP_MARGIN, Grid, choose_setting, cross_validate, cv_fold, grid_from,
-                                 is_validation_question, tune)
+                                 is_validation_question, prediction_skill, tune, write_tuning_report)
 
 from .conftest import CONFIG
 
@@ -67,6 +67,28 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     assert chosen["routed"]["quality"] == max(
         c["quality"] for c in chosen["curve"] if c["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"])
     assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
+    # What the router re-implements and improves on: KMeans with hard clusters and no domain prior.
+    references = report["routers"]["references"]
+    assert set(references) == {"domain prior", "plain kmeans"}
+    assert routers["configured"]["budget_score"] > references["plain kmeans"]["budget_score"]
+    skill = report["prediction_skill"]
+    assert skill["best_single_model"] == "gpt-4o-2024-05-13"
+    assert set(skill["skill"]) == {"domain prior", "plain kmeans", "knn", "kmeans", "svm"}
+    # On MMLU-Pro the domain says something about who answers right, held out or not.
+    assert all(0 < row["best_single"] < 1 and 0 < row["mean"] < 1 for row in skill["skill"].values())
+    write_tuning_report(report, tmp_path / "out", "model-selector tune")
+    assert "## How much the selectors know about each query" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "cross_validation.png").stat().st_size > 10_000
+
+
+def test_prediction_skill_is_one_for_the_answers_and_zero_for_each_models_mean():
+    performance = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    skill = prediction_skill(performance, ["a", "b"], {
+        "answers": performance, "means": np.tile(performance.mean(axis=0), (4, 1)),
+        "inverted": 1.0 - performance})["skill"]
+    assert skill["answers"] == {"best_single": 1.0, "mean": 1.0}
+    assert skill["means"] == {"best_single": 0.0, "mean": 0.0}
+    assert skill["inverted"]["mean"] < 0
 
 
 def test_a_setting_replaces_the_configured_one_only_by_more_than_the_noise_margin():

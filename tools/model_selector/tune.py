@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 BUDGETS = (0.2, 0.3, 0.4, 0.5)
 VALIDATION_FRACTION = 0.2
 KEEP_MARGIN = 0.005
+REFERENCE_LABELS = {
+    "domain prior": "reference: the domain prior alone",
+    "plain kmeans": "reference: plain KMeans (hard clusters, no domain prior)",
+}
+REFERENCES = tuple(REFERENCE_LABELS)
 CV_FOLDS = 5
 # The default cost weight aims at 33% of the best single model's cost so that unseen queries stay
 # within 35%: at one cost weight the cost ratio moves by about 0.03 between samples of 1,300 to
@@ -173,27 +178,49 @@ def configured_scores(v: Validation) -> dict[str, np.ndarray]:
 
 def cross_validate(config: RouterConfig, repository: Path, folds: int = CV_FOLDS,
                    data_dir: Path = DEFAULT_DATA_DIR, cache_dir: Path | None = None
-                   ) -> tuple[Scoring, dict[str, np.ndarray]]:
+                   ) -> tuple[Scoring, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every training question routed by a classifier and selectors (configured settings) trained
-    on the other folds: the pooled scoring and every algorithm's scores, in the scoring's order."""
+    on the other folds: the pooled scoring, every algorithm's scores and, to compare them with,
+    the scores of two references, in the scoring's order. The references: the domain prior
+    alone (what the selectors blend with) and a plain KMeans router (hard clusters, no prior)."""
     if folds < 2:
         raise ValueError(f"--folds {folds}: cross-validation needs at least 2 folds (default {CV_FOLDS})")
     train = training_questions(config, data_dir)
     fold = np.array([cv_fold(int(q), folds) for q in train.question_ids])
     embedder = repository_embedder(repository)
-    order, probs, tokens, scores = [], [], [], {a: [] for a in SELECTOR_ALGORITHMS}
+    order, probs, tokens = [], [], []
+    scores, references = {a: [] for a in SELECTOR_ALGORITHMS}, {r: [] for r in REFERENCES}
+    plain_kmeans = config.model_selection.kmeans.model_copy(update={"top_k": 1, "domain_prior_weight": 0.0})
     for f in tqdm(range(folds), desc="cross-validation folds", unit="fold"):
         v = split_validation(config, embedder, train.subset(fold != f), train.subset(fold == f), cache_dir)
         order.append(np.flatnonzero(fold == f))
         probs.append(v.probs_val)
         tokens.append(v.tokens_val)
+        table = domain_quality_table(v.probs_fit, v.quality_fit)
+        references["domain prior"].append(v.probs_val @ table)
+        references["plain kmeans"].append(
+            train_kmeans(v.x_fit, v.quality_fit, plain_kmeans, table).predict(v.x_val, v.probs_val))
         for a, s in configured_scores(v).items():
             scores[a].append(s)
     models = config.model_names
     expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
     scoring = _scoring(config, train.subset(np.concatenate(order)), np.concatenate(probs),
                        np.concatenate(tokens), expected_tokens)
-    return scoring, {a: np.concatenate(s) for a, s in scores.items()}
+    return (scoring, {a: np.concatenate(s) for a, s in scores.items()},
+            {r: np.concatenate(s) for r, s in references.items()})
+
+
+def prediction_skill(performance: np.ndarray, model_names: list[str], predictions: dict[str, np.ndarray]) -> dict:
+    """Brier skill of each predictor's per-model correctness: 1 - its mean squared error over that of
+    each model's mean quality, for the best single model and averaged over the models. What a
+    router can gain beyond sending whole domains to one model rests on this."""
+    best = int(np.argmax(performance.mean(axis=0)))
+    reference = ((performance - performance.mean(axis=0)) ** 2).mean(axis=0)
+    skill = {}
+    for name, predicted in predictions.items():
+        per_model = 1.0 - ((predicted - performance) ** 2).mean(axis=0) / np.maximum(reference, 1e-12)
+        skill[name] = {"best_single": round(float(per_model[best]), 4), "mean": round(float(per_model.mean()), 4)}
+    return {"best_single_model": model_names[best], "skill": skill}
 
 
 def _score_prior_weights(v: Validation, algorithm: str, selector: Selector, settings: dict,
@@ -246,17 +273,21 @@ def choose_setting(rows: list[dict], best: dict, configured: dict) -> dict:
     return best
 
 
-def compare_routers(scoring: Scoring, scores: dict[str, np.ndarray]) -> dict:
+def compare_routers(scoring: Scoring, scores: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> dict:
     """The configured router and each algorithm forced for every decision, scored on the same routes;
-    `recommended`: the best, unless the configured router is within KEEP_MARGIN of it."""
-    routers = {}
-    for name, algorithm in (("configured", None), *((a, a) for a in SELECTOR_ALGORITHMS)):
-        curve = scoring.curve(scores, algorithm, FINE_COST_WEIGHTS)
-        routers[name] = {"algorithm": algorithm, "budget_score": round(scoring.budget_score(curve), 4),
-                         "quality_within": scoring.quality_within(curve), "curve": curve}
+    `recommended`: the best, unless the configured router is within KEEP_MARGIN of it. `references`
+    are routed alike (their scores in the knn slot, knn forced) to show what the routers add."""
+    def row(algorithm: str | None, curve: list[dict]) -> dict:
+        return {"algorithm": algorithm, "budget_score": round(scoring.budget_score(curve), 4),
+                "quality_within": scoring.quality_within(curve), "curve": curve}
+
+    routers = {name: row(algorithm, scoring.curve(scores, algorithm, FINE_COST_WEIGHTS))
+               for name, algorithm in (("configured", None), *((a, a) for a in SELECTOR_ALGORITHMS))}
     best = max(routers, key=lambda r: routers[r]["budget_score"])
     margin = routers[best]["budget_score"] - routers["configured"]["budget_score"]
-    return {"routers": routers, "recommended": "configured" if margin <= KEEP_MARGIN else best}
+    return {"routers": routers, "recommended": "configured" if margin <= KEEP_MARGIN else best,
+            "references": {name: row(None, scoring.curve({"knn": s}, "knn", FINE_COST_WEIGHTS))
+                           for name, s in references.items()}}
 
 
 def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
@@ -289,8 +320,8 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
     results = sweep(v, grid)
     best = {a: max(rows, key=lambda r: r["budget_score"]) for a, rows in results.items()}
     chosen = {a: choose_setting(rows, best[a], configured_row(v.config, a)) for a, rows in results.items()}
-    scoring, scores = cross_validate(v.config, repository, folds, cache_dir=cache_dir)
-    comparison = compare_routers(scoring, scores)
+    scoring, scores, references = cross_validate(v.config, repository, folds, cache_dir=cache_dir)
+    comparison = compare_routers(scoring, scores, references)
     recommended = comparison["routers"][comparison["recommended"]]
     return {
         "split": {"fit": len(v.x_fit), "validation": len(v.x_val),
@@ -308,6 +339,8 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
         "routers": comparison,
         "cost_weight": choose_cost_weight(scoring, scores, recommended["algorithm"], recommended["curve"], budget),
         "true_domain_ceiling": true_domain_ceiling(v),
+        "prediction_skill": prediction_skill(scoring.val.performance, scoring.val.model_names,
+                                             {**references, **scores}),
     }
 
 
@@ -344,11 +377,15 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
         label = "configured decisions" if row["algorithm"] is None else f"{name} for every decision"
         lines.append(f"| {mark}{label}{mark} | {row['budget_score']} | "
                      + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
+    for name, row in comparison["references"].items():
+        lines.append(f"| *{REFERENCE_LABELS[name]}* | {row['budget_score']} | "
+                     + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
     cw = report["cost_weight"]
     router = "the configured decisions" if cw["algorithm"] is None else f"{cw['algorithm']} for every decision"
     best = cv["best_single"]
     lines += ["", (f"**Bold**: the router to configure; the configured decisions unless another scores more "
-                   f"than {report['keep_margin']} above them."), "", "![cross-validated curves](cross_validation.png)",
+                   f"than {report['keep_margin']} above them. *Italics*: references, routed alike, never "
+                   "configured."), "", "![cross-validated curves](cross_validation.png)",
               "", "## Default cost weight", "",
               (f"{router.capitalize()}, cross-validated: cost weight **{cw['cost_weight']}** gives quality "
                f"{cw['routed']['quality']:.4f} at {cw['routed']['cost_per_1k']:.4f} USD per 1,000 queries "
@@ -360,6 +397,15 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
               f"per model: budget score {ceiling['budget_score']}; best quality / best single's quality within "
               + ", ".join(f"{float(b):.0%}: {q}" for b, q in ceiling["quality_within"].items())
               + " of its cost.", ""]
+    skill = report["prediction_skill"]
+    lines += ["## How much the selectors know about each query", "",
+              ("Brier skill of the predicted correctness, cross-validated (1 - mean squared error / that of each "
+               "model's mean quality; 0 = no better than the model's average, 1 = knows every answer). The domain "
+               "prior is the query's domain probabilities times each domain's mean quality per model; each selector "
+               "blends it with its own estimate."), "",
+              f"| predictor | skill for {skill['best_single_model']} | mean skill over the models |", "|---|---|---|"]
+    lines += [f"| {name} | {row['best_single']} | {row['mean']} |" for name, row in skill["skill"].items()]
+    lines.append("")
     (out / "report.md").write_text("\n".join(lines))
     plot_cross_validation(report, out / "cross_validation.png")
 
@@ -376,6 +422,11 @@ def plot_cross_validation(report: dict, path: Path) -> None:
         curve = sorted(row["curve"], key=lambda c: c["cost_per_1k"])
         ax.plot([c["cost_per_1k"] / best["cost_per_1k"] for c in curve],
                 [c["quality"] / best["quality"] for c in curve], marker=".", label=name)
+    for name, row in report["routers"]["references"].items():
+        curve = sorted(row["curve"], key=lambda c: c["cost_per_1k"])
+        ax.plot([c["cost_per_1k"] / best["cost_per_1k"] for c in curve],
+                [c["quality"] / best["quality"] for c in curve], linestyle="--", linewidth=1,
+                label=REFERENCE_LABELS[name])
     routed = report["cost_weight"]["routed"]
     ax.scatter(routed["cost_per_1k"] / best["cost_per_1k"], routed["quality"] / best["quality"], s=120,
                color="gold", edgecolor="black", zorder=5, label=f"default cost weight {report['cost_weight']['cost_weight']}")
