@@ -9,8 +9,8 @@ import yaml
 
 from model_selector.config import load_config
 from model_selector.data import is_test_question, load_mmlu_pro
-from model_selector.tune import (KEEP_MARGIN, Grid, choose_setting, cross_validate, cv_fold, grid_from,
-                                 is_validation_question, prediction_skill, tune, write_tuning_report)
+from model_selector.tune import (DOMAIN_THRESHOLDS, KEEP_MARGIN, Grid, choose_setting, cross_validate, cv_fold,
+                                 grid_from, is_validation_question, prediction_skill, tune, write_tuning_report)
 
 from .conftest import CONFIG
 
@@ -61,6 +61,12 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     best = max(r["budget_score"] for r in routers.values())
     assert routers[recommended]["budget_score"] == best or (
         recommended == "configured" and best - routers["configured"]["budget_score"] <= KEEP_MARGIN)
+    # A lower domain threshold sends fewer queries to the default model unrouted.
+    thresholds = report["domain_threshold"]
+    assert [r["domain_threshold"] for r in thresholds["rows"]] == list(DOMAIN_THRESHOLDS)
+    unmatched = [r["unmatched"] for r in thresholds["rows"]]
+    assert unmatched == sorted(unmatched, reverse=True) and unmatched[-1] < unmatched[0]
+    assert thresholds["chosen"] == max(thresholds["rows"], key=lambda r: r["budget_score"])["domain_threshold"]
     chosen = report["cost_weight"]
     assert chosen["algorithm"] == routers[recommended]["algorithm"]
     assert chosen["routed"]["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"]

@@ -257,7 +257,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{name}: {row['budget_score']}" for name, row in comparison["routers"].items())
         + f"; recommended: {comparison['recommended']}")
     cw = report["cost_weight"]
-    print(f"default cost weight for a {cw['budget']:.0%} budget: {cw['cost_weight']} (cross-validated quality "
+    print(f"domain threshold: {report['domain_threshold']['chosen']}; "
+          f"default cost weight for a {cw['budget']:.0%} budget: {cw['cost_weight']} (cross-validated quality "
           f"{cw['routed']['quality']:.4f} at {cw['routed']['cost_per_1k']:.4f} USD/1k). "
           f"Report: {args.out / 'report.md'}")
     return 0
