@@ -108,6 +108,10 @@ class Scoring:
     def budget_score(self, curve: list[dict]) -> float:
         return float(np.mean([best_within(curve, b * self.best_cost) for b in BUDGETS])) / self.best_quality
 
+    def summary(self, curve: list[dict]) -> dict:
+        return {"budget_score": round(self.budget_score(curve), 4), "quality_within": self.quality_within(curve),
+                "curve": curve}
+
     def quality_within(self, curve: list[dict]) -> dict[str, float]:
         return {f"{b:.2f}": round(best_within(curve, b * self.best_cost) / self.best_quality, 4)
                 for b in (0.25, 0.3, 0.35, 0.4, 0.5)}
@@ -281,16 +285,13 @@ def compare_routers(scoring: Scoring, scores: dict[str, np.ndarray], references:
     """The configured router and each algorithm forced for every decision, scored on the same routes;
     `recommended`: the best, unless the configured router is within KEEP_MARGIN of it. `references`
     are routed alike (their scores in the knn slot, knn forced) to show what the routers add."""
-    def row(algorithm: str | None, curve: list[dict]) -> dict:
-        return {"algorithm": algorithm, "budget_score": round(scoring.budget_score(curve), 4),
-                "quality_within": scoring.quality_within(curve), "curve": curve}
-
-    routers = {name: row(algorithm, scoring.curve(scores, algorithm, FINE_COST_WEIGHTS))
+    routers = {name: {"algorithm": algorithm, **scoring.summary(scoring.curve(scores, algorithm, FINE_COST_WEIGHTS))}
                for name, algorithm in (("configured", None), *((a, a) for a in SELECTOR_ALGORITHMS))}
     best = max(routers, key=lambda r: routers[r]["budget_score"])
     margin = routers[best]["budget_score"] - routers["configured"]["budget_score"]
     return {"routers": routers, "recommended": "configured" if margin <= KEEP_MARGIN else best,
-            "references": {name: row(None, scoring.curve({"knn": s}, "knn", FINE_COST_WEIGHTS))
+            "references": {name: {"algorithm": None, **scoring.summary(scoring.curve({"knn": s}, "knn",
+                                                                                      FINE_COST_WEIGHTS))}
                            for name, s in references.items()}}
 
 
@@ -301,19 +302,20 @@ def with_domain_threshold(scoring: Scoring, threshold: float) -> Scoring:
 
 
 def compare_domain_thresholds(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
-                              thresholds: tuple[float, ...] = DOMAIN_THRESHOLDS) -> dict:
-    """The router's cross-validated curve at each domain threshold. A query whose domain matches no
-    decision goes to `default_model` whatever its quality or cost; a lower threshold lets more of
-    them be routed. The highest budget score wins: the thresholds change the routes of a few
-    percent of the same queries, a paired comparison far less noisy than one between routers."""
+                              curve: list[dict], thresholds: tuple[float, ...] = DOMAIN_THRESHOLDS) -> dict:
+    """The router's cross-validated curve at each domain threshold (`curve`: at the configured one,
+    not swept again). A query whose domain matches no decision goes to `default_model` whatever its
+    quality or cost; a lower threshold lets more of them be routed. The highest budget score wins:
+    the thresholds change the routes of a few percent of the same queries, a paired comparison far
+    less noisy than one between routers."""
     rows = []
     for threshold in thresholds:
         routed = with_domain_threshold(scoring, threshold)
-        curve = routed.curve(scores, algorithm, FINE_COST_WEIGHTS)
+        swept = curve if threshold == scoring.config.domain_threshold else routed.curve(
+            scores, algorithm, FINE_COST_WEIGHTS)
         unmatched = np.mean([routed.engine.match(p)[0] is None for p in routed.probs_val])
         rows.append({"domain_threshold": threshold, "unmatched": round(float(unmatched), 4),
-                     "budget_score": round(routed.budget_score(curve), 4),
-                     "quality_within": routed.quality_within(curve), "curve": curve})
+                     **routed.summary(swept)})
     chosen = max(rows, key=lambda r: (r["budget_score"], r["domain_threshold"]))
     return {"rows": rows, "chosen": chosen["domain_threshold"]}
 
@@ -328,9 +330,8 @@ def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorith
         return max(affordable or [min(points, key=lambda c: c["cost_per_1k"])],
                    key=lambda c: (c["quality"], -c["cost_per_1k"]))
 
-    weights = [c["cost_weight"] for c in curve]
     chosen = best_affordable(curve)
-    lower = max((w for w in weights if w < chosen["cost_weight"]), default=0.0)
+    lower = max((c["cost_weight"] for c in curve if c["cost_weight"] < chosen["cost_weight"]), default=0.0)
     if lower > 0:
         finer = [round(float(w), 6) for w in np.geomspace(lower, chosen["cost_weight"], REFINE_STEPS)[1:-1]]
         curve = sorted(curve + scoring.curve(scores, algorithm, finer), key=lambda c: c["cost_weight"])
@@ -360,7 +361,7 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
     scoring, scores, references = cross_validate(v.config, repository, folds, cache_dir=cache_dir)
     comparison = compare_routers(scoring, scores, references)
     recommended = comparison["routers"][comparison["recommended"]]
-    thresholds = compare_domain_thresholds(scoring, scores, recommended["algorithm"])
+    thresholds = compare_domain_thresholds(scoring, scores, recommended["algorithm"], recommended["curve"])
     chosen_threshold = next(r for r in thresholds["rows"] if r["domain_threshold"] == thresholds["chosen"])
     return {
         "split": {"fit": len(v.x_fit), "validation": len(v.x_val),
@@ -471,15 +472,13 @@ def plot_cross_validation(report: dict, path: Path) -> None:
 
     best = report["cross_validation"]["best_single"]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, row in report["routers"]["routers"].items():
+    lines = [(name, row, {"marker": "."}) for name, row in report["routers"]["routers"].items()]
+    lines += [(REFERENCE_LABELS[name], row, {"linestyle": "--", "linewidth": 1})
+              for name, row in report["routers"]["references"].items()]
+    for label, row, style in lines:
         curve = sorted(row["curve"], key=lambda c: c["cost_per_1k"])
         ax.plot([c["cost_per_1k"] / best["cost_per_1k"] for c in curve],
-                [c["quality"] / best["quality"] for c in curve], marker=".", label=name)
-    for name, row in report["routers"]["references"].items():
-        curve = sorted(row["curve"], key=lambda c: c["cost_per_1k"])
-        ax.plot([c["cost_per_1k"] / best["cost_per_1k"] for c in curve],
-                [c["quality"] / best["quality"] for c in curve], linestyle="--", linewidth=1,
-                label=REFERENCE_LABELS[name])
+                [c["quality"] / best["quality"] for c in curve], label=label, **style)
     routed = report["cost_weight"]["routed"]
     ax.scatter(routed["cost_per_1k"] / best["cost_per_1k"], routed["quality"] / best["quality"], s=120,
                color="gold", edgecolor="black", zorder=5,
