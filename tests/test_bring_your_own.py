@@ -9,7 +9,7 @@ import pytest
 from model_selector.build import BuildOptions, build
 from model_selector.client import RouterClient
 from model_selector.config import load_config
-from model_selector.data import PROJECT_ROOT, load_records
+from model_selector.data import PROJECT_ROOT, DataError, load_records
 from model_selector.evaluate import evaluate
 from model_selector.serve import LocalTritonServer
 
@@ -22,6 +22,15 @@ def user_repository(tmp_path_factory, built_repository):
     repository = tmp_path_factory.mktemp("byo") / "model_repository"
     build(BuildOptions(config=EXAMPLE / "router.yaml", repository=repository, records=EXAMPLE / "records.jsonl"))
     return repository
+
+
+def test_a_malformed_record_fails_the_build_before_any_export(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text((EXAMPLE / "records.jsonl").read_text() + '{"query": "q", "model_name": "gpt-4o"}\n')
+    repository = tmp_path / "model_repository"
+    with pytest.raises(DataError, match=r"records.jsonl:\d+: `performance` must be a number"):
+        build(BuildOptions(config=EXAMPLE / "router.yaml", repository=repository, records=records))
+    assert not repository.exists()
 
 
 def test_the_repository_routes_within_the_users_catalog(user_repository):

@@ -64,6 +64,21 @@ def test_queries_without_results_for_a_catalog_model_are_refused(tmp_path):
         load_records(path, CATALOG)
 
 
+def test_missing_data_says_what_data_is_expected(tmp_path):
+    with pytest.raises(DataError, match="no-such.jsonl: no such file; expected benchmark records"):
+        load_records(tmp_path / "no-such.jsonl", CATALOG)
+    with pytest.raises(DataError, match="no questions.jsonl.gz, correctness.csv.gz, output_chars.csv.gz; .* MMLU-Pro"):
+        load_heldout(CATALOG, tmp_path)
+
+
+def test_evaluate_refuses_a_path_that_is_not_a_built_repository(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--repository", str(tmp_path),
+                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "not a built model repository (no manifest.json); run `model-selector build` first" in result.stderr
+    assert not (tmp_path / "report").exists()
+
+
 def test_records_are_grouped_per_query(tmp_path):
     path = _write(tmp_path, [
         _record(category="math", output_tokens=10), _record(model="small", performance=0.0, category="math"),

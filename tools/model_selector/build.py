@@ -123,10 +123,12 @@ def build(options: BuildOptions) -> dict:
     from .train import train_selectors, with_typical_tokens
 
     config: RouterConfig = load_config(options.config)
+    # Read before minutes of export, so that a malformed line fails the build at once.
+    records = None if options.records is None else load_records(options.records, config.model_names)
     repository = Path(options.repository)
     backbone = resolve_backbone(options.embedding)
     fingerprint = _inputs_fingerprint(options, backbone.source)
-    manifest_path = repository / "manifest.json"
+    manifest_path = repository / repo.MANIFEST
     if not options.force and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("inputs_fingerprint") == fingerprint:
@@ -152,7 +154,7 @@ def build(options: BuildOptions) -> dict:
     write_tokenizer(backbone, tokenizer_path)
 
     # With the user's records the MMLU-Pro tables only teach the domain classifier: their models may differ.
-    bench = load_mmlu_pro(models if options.records is None else [], options.data_dir)
+    bench = load_mmlu_pro(models if records is None else [], options.data_dir)
     train, test = split_train_test(bench)
     log.info("data: %d questions, %d for training, %d held out", len(bench), len(train), len(test))
     embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
@@ -170,14 +172,13 @@ def build(options: BuildOptions) -> dict:
     log.info("domain classifier: %.4f accuracy on %d held-out queries, %.4f on %d short questions",
              domain_accuracy, len(test), short_accuracy, len(short_texts))
 
-    if options.records is None:
+    if records is None:
         complete = train.complete_rows()
         x, quality = train_queries[complete], train.performance[complete]
         domain_probs = classifier.predict(*tokenizer.encode([train.queries[i] for i in np.flatnonzero(complete)]), x)
         expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
         output_tokens = train.output_tokens[complete]
     else:
-        records = load_records(options.records, models)
         x = embedder.embed(records.queries, options.cache_dir, description="your queries")
         quality = records.performance
         domain_probs = classifier.predict(*tokenizer.encode(records.queries), x)
@@ -205,7 +206,7 @@ def build(options: BuildOptions) -> dict:
                **({"fp16_embedding_min_cosine_to_fp32": fp16_agreement} if options.device in repo.FP16_DEVICES else {}),
                "domain_accuracy_short_questions": round(short_accuracy, 4), "n_train_selectors": len(x),
                "n_heldout": len(test)}
-    for algorithm, selector in selectors.items() if options.records is None else ():
+    for algorithm, selector in selectors.items() if records is None else ():
         chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)
         picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
         metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)

@@ -228,6 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_records
     from .evaluate import evaluate, load_heldout, write_report
 
+    repo.read_manifest(args.repository)
     catalog = load_config(args.repository / repo.DECISION / repo.VERSION / "router.yaml").model_names
     if args.data.is_dir():
         data = load_heldout(catalog, args.data)

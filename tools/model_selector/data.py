@@ -98,6 +98,10 @@ def data_files(data_dir: Path = DEFAULT_DATA_DIR) -> list[Path]:
 
 
 def load_mmlu_pro(models: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> Benchmark:
+    missing = [p.name for p in data_files(data_dir) if not p.is_file()]
+    if missing:
+        raise DataError(f"{data_dir}: no {', '.join(missing)}; a directory given as data must hold the MMLU-Pro "
+                        "tables, like the project's data/mmlu_pro/")
     questions_path, correctness_path, chars_path = data_files(data_dir)
     ids, queries, texts, categories = [], [], [], []
     with gzip.open(questions_path, "rt", encoding="utf-8") as fh:
@@ -148,6 +152,9 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
     `response_time` (seconds). Other fields of the reference's published benchmark
     (`ground_truth`, `task_name`, `metric`, `embedding_id`, `response`) are accepted and
     not used."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file; expected benchmark records, one JSON line per query x model "
+                        "(query, model_name, performance)")
     by_query: dict[str, dict] = {}
     unknown_models: set[str] = set()
     with open(path, encoding="utf-8") as fh:

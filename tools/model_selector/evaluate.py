@@ -42,7 +42,7 @@ def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalS
 
 def repository_embedder(repository: Path) -> OnnxEmbedder:
     """The embedding graph and tokenizer of a built repository, run in this process."""
-    manifest = json.loads((repository / "manifest.json").read_text())
+    manifest = repo.read_manifest(repository)
     return OnnxEmbedder(repository / repo.EMBEDDING / repo.VERSION / "model.onnx",
                         repository / repo.TOKENIZER / repo.VERSION / "tokenizer.json", manifest["backbone"]["pad_id"])
 

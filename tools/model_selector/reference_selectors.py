@@ -368,7 +368,7 @@ def _sha256(path: Path) -> str:
 
 def import_artifacts(source: Path, repository: Path) -> dict[str, dict]:
     """Replace the repository's selectors by the reference artifacts found in `source`."""
-    manifest = json.loads((repository / "manifest.json").read_text())
+    manifest = repo.read_manifest(repository)
     backbone = manifest["backbone"]
     if backbone["name"] != REFERENCE_BACKBONE or backbone["embedding_dim"] != REFERENCE_EMBEDDING_DIM:
         raise ArtifactError(

@@ -15,6 +15,7 @@ decision/           python: domain_probs + scores + expected_output_tokens -> se
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .contract import (
 )
 
 TOKENIZER = "tokenizer"
+MANIFEST = "manifest.json"
 EMBEDDING = "text_embedding"
 HEADS = "router_heads"
 DECISION = "decision"
@@ -59,6 +61,19 @@ DEVICES = ("cpu", "gpu", "gpu-fp16", "gpu-tensorrt")
 FP16_DEVICES = ("gpu-fp16", "gpu-tensorrt")
 TRT_ENGINE_CACHE = "/tmp/model-selector-trt-cache"
 
+
+
+class NotBuilt(ValueError):
+    """A path where `model-selector build` wrote no model repository."""
+
+
+def read_manifest(repository: Path) -> dict:
+    """What `build` recorded about the repository: backbone, models, data, metrics."""
+    path = repository / MANIFEST
+    if not path.is_file():
+        raise NotBuilt(f"{repository}: not a built model repository (no {MANIFEST}); run `model-selector build` "
+                       "first or pass --repository with the path of one")
+    return json.loads(path.read_text())
 
 @dataclass(frozen=True)
 class RepositoryShape:
