@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from tritonclient.utils import InferenceServerException
 
 from . import repository as repo
+from .client import RouterUnavailable, unavailable
 from .contract import ENSEMBLE, ENSEMBLE_OUTPUTS, EXPECTED_TOKENS
 from .data import DEFAULT_DATA_DIR, load_mmlu_pro, load_short_questions, split_train_test
 from .machine import machine
@@ -81,6 +83,16 @@ class LoadGenerator:
         self.queries = queries
         self.outputs = [grpcaio.InferRequestedOutput(name) for name in ENSEMBLE_OUTPUTS]
         self.errors: list[str] = []
+
+    async def ensure_ready(self, url: str) -> None:
+        """Fail with the fix before any timing when the server or the ensemble is not there."""
+        try:
+            ready = await self.client.is_model_ready(ENSEMBLE)
+        except InferenceServerException as err:
+            raise unavailable(url, err) from None
+        if not ready:
+            raise RouterUnavailable(f"Triton at {url} is up but the {ENSEMBLE} ensemble is not ready; check the "
+                                    "server log, or wait for `model-selector serve` to say it is ready")
 
     async def one(self, index: int) -> float | None:
         data = np.array([[self.queries[index % len(self.queries)].encode("utf-8")]], dtype=np.object_)
@@ -254,6 +266,7 @@ def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int 
 async def _run_levels(options: BenchmarkOptions, queries: list[str]) -> tuple[list[dict], dict[str, dict]]:
     generator = LoadGenerator(options.url, queries)
     try:
+        await generator.ensure_ready(options.url)
         for i in range(options.warmup):
             await generator.one(i)
         levels, models = [], {}

@@ -47,7 +47,7 @@ def _routes(result, n: int) -> list[Route]:
     return [Route(**{name: columns[name][i] for name in ENSEMBLE_OUTPUTS}) for i in range(n)]
 
 
-def _unavailable(url: str, err: InferenceServerException) -> RouterUnavailable:
+def unavailable(url: str, err: InferenceServerException) -> RouterUnavailable:
     message = err.message() or ""
     if "Exceeds maximum queue size" in message:
         return RouterUnavailable(f"Triton at {url} is overloaded: its queue is full and it refused the request; "
@@ -77,7 +77,7 @@ class RouterClient:
             result = self._client.infer(ENSEMBLE, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as err:
             if err.status() in UNREACHABLE:
-                raise _unavailable(self.url, err) from None
+                raise unavailable(self.url, err) from None
             raise
         return _routes(result, len(queries))
 
@@ -99,7 +99,7 @@ class AsyncRouterClient:
             result = await self._client.infer(ENSEMBLE, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as err:
             if err.status() in UNREACHABLE:
-                raise _unavailable(self.url, err) from None
+                raise unavailable(self.url, err) from None
             raise
         return _routes(result, len(queries))
 
