@@ -263,6 +263,21 @@ def write_report(report: dict, out: Path, command: str) -> None:
     plot(report, out / "quality_vs_cost.png")
 
 
+def _label_singles(ax, singles: dict[str, dict], fontsize: float = 7) -> None:
+    """Name each single model right of its point, or below it where the name would run over
+    another model's point (cheap models crowd together on the log axis)."""
+    ax.autoscale_view()
+    points = {m: ax.transData.transform((e["cost_per_1k"], e["quality"])) for m, e in singles.items()}
+    pixels = fontsize * ax.figure.dpi / 72
+    for model, (x, y) in points.items():
+        width = 0.6 * pixels * len(model)
+        crowded = any(x < ox <= x + width and abs(oy - y) < pixels for other, (ox, oy) in points.items()
+                      if other != model)
+        ax.annotate(model, (singles[model]["cost_per_1k"], singles[model]["quality"]), fontsize=fontsize,
+                    textcoords="offset points", xytext=(0, -10) if crowded else (4, -3),
+                    ha="center" if crowded else "left")
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -270,10 +285,9 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6))
-    for model, entry in report["baselines"]["single"].items():
+    singles = report["baselines"]["single"]
+    for entry in singles.values():
         ax.scatter(entry["cost_per_1k"], entry["quality"], color="grey", zorder=3)
-        ax.annotate(model, (entry["cost_per_1k"], entry["quality"]), fontsize=7, xytext=(4, -3),
-                    textcoords="offset points")
     oracle = report["baselines"]["oracle"]
     ax.scatter(oracle["cost_per_1k"], oracle["quality"], marker="*", s=150, color="gold", edgecolor="black",
                label="oracle", zorder=4)
@@ -291,6 +305,7 @@ def plot(report: dict, path: Path) -> None:
             yerr = np.maximum([[y - q_low * best["quality"]], [q_high * best["quality"] - y]], 0.0)
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=line.get_color(), capsize=3, zorder=4)
     ax.set_xscale("log")
+    _label_singles(ax, singles)
     ax.set_xlabel(f"cost ({report['cost_unit']}, log scale)")
     ax.set_ylabel("quality (mean correctness of the chosen model)")
     ax.set_title(f"Routing on {report['n_queries']} held-out queries: big dots = as configured, bars = 95% intervals")
