@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from model_selector.config import load_config
@@ -69,6 +70,15 @@ def test_missing_data_says_what_data_is_expected(tmp_path):
         load_records(tmp_path / "no-such.jsonl", CATALOG)
     with pytest.raises(DataError, match="no questions.jsonl.gz, correctness.csv.gz, output_chars.csv.gz; .* MMLU-Pro"):
         load_heldout(CATALOG, tmp_path)
+
+
+def test_repeated_runs_of_a_query_and_model_count_with_their_mean(tmp_path):
+    path = _write(tmp_path, [_record(performance=1.0, output_tokens=100), _record(model="small"),
+                             _record(performance=0.0, output_tokens=300), _record(performance=0.5)])
+    data = load_records(path, CATALOG)
+    assert data.queries == ["What is 2+2?"]
+    assert data.performance[0, 0] == pytest.approx(0.5) and data.output_tokens[0, 0] == pytest.approx(200)
+    assert np.isnan(data.output_tokens[0, 1])
 
 
 def test_evaluate_refuses_a_path_that_is_not_a_built_repository(tmp_path):

@@ -144,6 +144,11 @@ class EvalSet:
                 for j, m in enumerate(self.model_names)}
 
 
+def _mean_known(values: np.ndarray) -> float:
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else math.nan
+
+
 def load_records(path: Path, catalog: list[str]) -> EvalSet:
     """The reference's record format: one JSON line per query x model.
 
@@ -151,7 +156,7 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
     (unknown ones count as "other", as in the reference), `output_tokens` and
     `response_time` (seconds). Other fields of the reference's published benchmark
     (`ground_truth`, `task_name`, `metric`, `embedding_id`, `response`) are accepted and
-    not used."""
+    not used. Several records of one query and model (repeated runs) count with their mean."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file; expected benchmark records, one JSON line per query x model "
                         "(query, model_name, performance)")
@@ -186,7 +191,8 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
                 unknown_models.add(record["model_name"])
                 continue
             entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
-            entry["results"][record["model_name"]] = (float(perf), math.nan if tokens is None else float(tokens))
+            entry["results"].setdefault(record["model_name"], []).append(
+                (float(perf), math.nan if tokens is None else float(tokens)))
     if unknown_models:
         log.warning("%s: ignoring records of models not in the catalog: %s", path, ", ".join(sorted(unknown_models)))
     if not by_query:
@@ -198,9 +204,14 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
         raise DataError(f"{path}: {len(incomplete)} queries lack results for some catalog models, e.g. "
                         f"{query[:60]!r} has none for {', '.join(missing)}; add those records or remove the "
                         "models from the catalog")
+    repeated = sum(len(runs) > 1 for e in by_query.values() for runs in e["results"].values())
+    if repeated:
+        log.info("%s: %d query x model pairs have more than one record; each counts with its mean performance "
+                 "and output tokens", path, repeated)
     queries = list(by_query)
-    perf = np.array([[by_query[q]["results"][m][0] for m in catalog] for q in queries], dtype=np.float32)
-    tokens = np.array([[by_query[q]["results"][m][1] for m in catalog] for q in queries], dtype=np.float32)
+    results = [[np.array(by_query[q]["results"][m], dtype=np.float64) for m in catalog] for q in queries]
+    perf = np.array([[runs[:, 0].mean() for runs in row] for row in results], dtype=np.float32)
+    tokens = np.array([[_mean_known(runs[:, 1]) for runs in row] for row in results], dtype=np.float32)
     categories = [by_query[q]["category"] for q in queries]
     return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
 
