@@ -79,20 +79,24 @@ class LoadGenerator:
         import tritonclient.grpc.aio as grpcaio
 
         self._aio = grpcaio
+        self.url = url
         self.client = grpcaio.InferenceServerClient(url)
         self.queries = queries
         self.outputs = [grpcaio.InferRequestedOutput(name) for name in ENSEMBLE_OUTPUTS]
         self.errors: list[str] = []
+        self.answered = 0
+        self._initial: dict[str, dict] = {}
 
-    async def ensure_ready(self, url: str) -> None:
+    async def ensure_ready(self) -> None:
         """Fail with the fix before any timing when the server or the ensemble is not there."""
         try:
             ready = await self.client.is_model_ready(ENSEMBLE)
         except InferenceServerException as err:
-            raise unavailable(url, err) from None
+            raise unavailable(self.url, err) from None
         if not ready:
-            raise RouterUnavailable(f"Triton at {url} is up but the {ENSEMBLE} ensemble is not ready; check the "
-                                    "server log, or wait for `model-selector serve` to say it is ready")
+            raise RouterUnavailable(f"Triton at {self.url} is up but the {ENSEMBLE} ensemble is not ready; check "
+                                    "the server log, or wait for `model-selector serve` to say it is ready")
+        self._initial = await self.statistics()
 
     async def one(self, index: int) -> float | None:
         data = np.array([[self.queries[index % len(self.queries)].encode("utf-8")]], dtype=np.object_)
@@ -104,6 +108,7 @@ class LoadGenerator:
         except Exception as err:  # counted and reported, the run goes on
             self.errors.append(str(err)[:200])
             return None
+        self.answered += 1
         return time.perf_counter() - started
 
     async def closed_loop(self, concurrency: int, requests: int, offset: int) -> tuple[list[float], float]:
@@ -138,6 +143,19 @@ class LoadGenerator:
     async def statistics(self) -> dict[str, dict]:
         stats = await self.client.get_inference_statistics(as_json=True)
         return {s["name"]: s for s in stats.get("model_stats", [])}
+
+    async def settled_statistics(self, timeout_s: float = 2.0) -> dict[str, dict]:
+        """Per-model statistics once every composing model has counted the requests answered so far.
+        Triton counts a composing model's request as it releases it, which can come just after the
+        ensemble's response reached us: read at once, a level can miss its last request."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = await self.statistics()
+            counted = min((_count(stats[m], "success") - _count(self._initial.get(m, {}), "success")
+                           for m in COMPOSING_MODELS if m in stats), default=self.answered)
+            if counted >= self.answered or time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         await self.client.close()
@@ -266,19 +284,19 @@ def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int 
 async def _run_levels(options: BenchmarkOptions, queries: list[str]) -> tuple[list[dict], dict[str, dict]]:
     generator = LoadGenerator(options.url, queries)
     try:
-        await generator.ensure_ready(options.url)
+        await generator.ensure_ready()
         for i in range(options.warmup):
             await generator.one(i)
         levels, models = [], {}
         offset = options.warmup
         for concurrency in options.concurrency:
-            before = await generator.statistics()
+            before = await generator.settled_statistics()
             errors_before = len(generator.errors)
             if options.rate:
                 latencies, elapsed = await generator.open_loop(options.rate, options.requests, offset, options.seed)
             else:
                 latencies, elapsed = await generator.closed_loop(concurrency, options.requests, offset)
-            after = await generator.statistics()
+            after = await generator.settled_statistics()
             offset += options.requests
             level = {"concurrency": concurrency if not options.rate else None, "rate_rps": options.rate,
                      "requests": options.requests, "errors": len(generator.errors) - errors_before,
