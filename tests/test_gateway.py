@@ -247,13 +247,13 @@ def test_without_triton_the_gateway_answers_503_or_falls_back(gateway_config, mo
 def test_a_full_triton_queue_is_reported_as_overload_not_as_down():
     from tritonclient.utils import InferenceServerException
 
-    from model_selector.client import _unavailable
+    from model_selector.client import unavailable
 
     full = InferenceServerException("in ensemble 'model_selector', Exceeds maximum queue size",
                                     status="StatusCode.UNAVAILABLE")
-    assert "overloaded" in str(_unavailable("h:1", full)) and "serve" not in str(_unavailable("h:1", full))
+    assert "overloaded" in str(unavailable("h:1", full)) and "serve" not in str(unavailable("h:1", full))
     down = InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
-    assert "not reachable" in str(_unavailable("h:1", down))
+    assert "not reachable" in str(unavailable("h:1", down))
 
 
 def test_routing_text_rules():
