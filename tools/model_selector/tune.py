@@ -408,20 +408,23 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
     cv = report["cross_validation"]
     comparison = report["routers"]
     budgets = list(next(iter(comparison["routers"].values()))["quality_within"])
+    within_columns = " | ".join(f"within {float(b):.0%}" for b in budgets)
+
+    def score_cells(row: dict) -> str:
+        return f"{row['budget_score']} | " + " | ".join(str(q) for q in row["quality_within"].values())
+
     lines += ["## Which algorithm, cross-validated", "",
               (f"All {cv['questions']} training questions in {cv['folds']} folds ({cv['rule']}), each routed by a "
                "classifier and selectors (the settings above) trained on the other folds. Best quality within a "
                "fraction of the best single model's cost, as a fraction of its quality:"), "",
-              "| router | budget score | " + " | ".join(f"within {float(b):.0%}" for b in budgets) + " |",
+              f"| router | budget score | {within_columns} |",
               "|---|---|" + "---|" * len(budgets)]
     for name, row in comparison["routers"].items():
         mark = "**" if name == comparison["recommended"] else ""
         label = "configured decisions" if row["algorithm"] is None else f"{name} for every decision"
-        lines.append(f"| {mark}{label}{mark} | {row['budget_score']} | "
-                     + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
+        lines.append(f"| {mark}{label}{mark} | {score_cells(row)} |")
     for name, row in comparison["references"].items():
-        lines.append(f"| *{REFERENCE_LABELS[name]}* | {row['budget_score']} | "
-                     + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
+        lines.append(f"| *{REFERENCE_LABELS[name]}* | {score_cells(row)} |")
     cw = report["cost_weight"]
     router = "the configured decisions" if cw["algorithm"] is None else f"{cw['algorithm']} for every decision"
     best = cv["best_single"]
@@ -432,13 +435,11 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
               ("A query whose domain probabilities match no decision goes to the default model, whatever its "
                f"quality or cost. {router.capitalize()}, cross-validated, at each `domain_threshold` (**bold**: "
                "the highest budget score, to configure):"), "",
-              "| domain threshold | queries matching no decision | budget score | "
-              + " | ".join(f"within {float(b):.0%}" for b in budgets) + " |",
+              f"| domain threshold | queries matching no decision | budget score | {within_columns} |",
               "|---|---|---|" + "---|" * len(budgets)]
     for row in report["domain_threshold"]["rows"]:
         mark = "**" if row["domain_threshold"] == report["domain_threshold"]["chosen"] else ""
-        lines.append(f"| {mark}{row['domain_threshold']}{mark} | {row['unmatched']:.1%} | {row['budget_score']} | "
-                     + " | ".join(str(q) for q in row["quality_within"].values()) + " |")
+        lines.append(f"| {mark}{row['domain_threshold']}{mark} | {row['unmatched']:.1%} | {score_cells(row)} |")
     lines += ["", "## Default cost weight", "",
               (f"{router.capitalize()}, cross-validated, at domain threshold {report['domain_threshold']['chosen']}: "
                f"cost weight **{cw['cost_weight']}** gives quality "
