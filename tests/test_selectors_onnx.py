@@ -8,11 +8,12 @@ import pytest
 
 from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings, load_config
 from model_selector.contract import EXPECTED_TOKENS
-from model_selector.data import load_mmlu_pro, split_train_test
+from model_selector.data import load_mmlu_pro, load_natural_prompts, split_train_test
 from model_selector.embed import OnnxEmbedder
 from model_selector.onnx_graphs import int8_similarity, quantize_keys
-from model_selector.train import (DomainPrior, domain_quality_table, fit_model_svms, svm_selector_from,
-                                  train_domain_classifier, train_kmeans, train_knn, with_typical_tokens)
+from model_selector.tokenization import token_counts
+from model_selector.train import (DomainPrior, LabelledRows, domain_quality_table, fit_model_svms, svm_selector_from,
+                                  tfidf, train_domain_classifier, train_kmeans, train_knn, with_typical_tokens)
 
 from .conftest import CONFIG
 
@@ -31,8 +32,19 @@ def data(built_repository):
 
 @pytest.fixture(scope="module")
 def classifier(data):
+    """Both experts and the gate, on small parts of the training data."""
     embedder, x, train, _, _ = data
-    return train_domain_classifier(embedder.tokenizer.token_counts(train.queries), x, train.category_ids())
+    natural, _ = load_natural_prompts()
+    natural = natural.subset(np.arange(600))
+    exam = LabelledRows(embedder.tokenizer.token_counts(train.queries), x, train.category_ids(), np.ones(len(x)))
+    prompts = LabelledRows(embedder.tokenizer.token_counts(natural.queries), embedder.embed(natural.queries),
+                           natural.category_ids(), np.ones(len(natural)))
+    gate = LabelledRows.stack([LabelledRows(exam.counts, exam.embeddings, np.ones(len(x), dtype=np.int64), exam.weights),
+                               LabelledRows(prompts.counts, prompts.embeddings, np.zeros(len(natural), dtype=np.int64),
+                                            prompts.weights)])
+    shift = np.zeros(len(DOMAINS))
+    shift[DOMAINS.index("computer science")] = 0.5
+    return train_domain_classifier(exam, prompts, gate, natural_prior_shift=shift)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +167,18 @@ def test_domain_classifier_onnx_matches_numpy(data, classifier):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
     assert (got.argmax(axis=1) == test.category_ids()).mean() > 0.7
+
+
+def test_domain_classifier_gate_picks_the_expert_by_phrasing(data, classifier):
+    """Exam questions with options go to the exam expert, chat prompts to the natural expert."""
+    embedder, _, _, x_test, test = data
+    _, validation = load_natural_prompts()
+    prompts = validation.queries[:100]
+    for texts, x, exam_style in ((test.queries[:100], x_test[:100], True), (prompts, embedder.embed(prompts), False)):
+        ids, mask = embedder.tokenizer.encode(texts)
+        lexical = tfidf(token_counts(ids, mask, len(classifier.idf)), classifier.idf) @ classifier.token_weights
+        gate = 1 / (1 + np.exp(-(lexical + x @ classifier.embedding_weights + classifier.bias)[:, -1]))
+        assert ((gate > 0.5) == exam_style).mean() > 0.9
 
 
 def test_domain_classifier_ignores_padding_and_counts_repeated_tokens(data, classifier):

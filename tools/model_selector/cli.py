@@ -225,17 +225,29 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import repository as repo
     from .config import load_config
-    from .data import load_records
-    from .evaluate import evaluate, load_heldout, write_report
+    from .data import (NATURAL_PROMPTS_FILE, holds_benchmark_records, load_labelled_prompts, load_natural_prompts,
+                       load_records)
+    from .evaluate import evaluate, evaluate_domains, load_heldout, write_report
 
     repo.read_manifest(args.repository)
     catalog = load_config(args.repository / repo.DECISION / repo.VERSION / "router.yaml").model_names
-    if args.data.is_dir():
-        data = load_heldout(catalog, args.data)
-    else:
-        data = load_records(args.data, catalog)
+    command = "model-selector " + " ".join(sys.argv[1:])
+    prompts = None
+    if args.data.is_dir() and (args.data / NATURAL_PROMPTS_FILE).is_file():
+        _, prompts = load_natural_prompts(args.data)
+    elif args.data.is_file() and not holds_benchmark_records(args.data):
+        prompts = load_labelled_prompts(args.data)
+    if prompts is not None:
+        report = evaluate_domains(args.repository, prompts.categories, prompts.queries, args.url)
+        write_report(report, args.out, command)
+        domains = report["domains"]
+        print(f"{domains['n_prompts']} prompts: domain accuracy {domains['accuracy']:.4f}, "
+              f"{domains['decision_accuracy']:.4f} in their domain's decision, {domains['unrouted_share']:.2%} "
+              f"matched no decision. Report: {args.out / 'report.md'}")
+        return 0
+    data = load_heldout(catalog, args.data) if args.data.is_dir() else load_records(args.data, catalog)
     report = evaluate(args.repository, data, args.url)
-    write_report(report, args.out, "model-selector " + " ".join(sys.argv[1:]))
+    write_report(report, args.out, command)
     best = report["baselines"]["best_single"]
     configured = report["routers"]["configured"]
     print(f"{report['n_queries']} queries: configured router quality {configured['quality']:.4f} at "
@@ -416,10 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the headers as JSON")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("evaluate", help="routing quality and cost on held-out data, with baselines and a plot")
+    p = sub.add_parser("evaluate", help="routing quality and cost on held-out data, with baselines and a plot; "
+                                        "domain quality on labelled prompts")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="benchmark records (JSONL, one line per query x model) or the MMLU-Pro tables' directory "
-                        "(its held-out split; the default)")
+                   help="benchmark records (JSONL, one line per query x model), the MMLU-Pro tables' directory "
+                        "(its held-out split; the default), a JSONL of prompts with their domain (query, category: "
+                        "domain report only) or the natural prompts' directory (its validation split)")
     p.add_argument("--url", default=None, help="route through the served ensemble at this gRPC address")
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--out", type=Path, default=Path("reports/evaluation"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import hashlib
 import json
@@ -19,11 +20,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "mmlu_pro"
 DOMAIN_TOPICS = PROJECT_ROOT / "data" / "domain_topics" / "topics.yaml"
 SHORT_QUESTIONS = PROJECT_ROOT / "data" / "short_questions" / "questions.jsonl"
+NATURAL_PROMPTS_DIR = PROJECT_ROOT / "data" / "natural_prompts"
+NATURAL_PROMPTS_FILE = "natural_prompts.jsonl.gz"
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4.0
 NOMINAL_OUTPUT_TOKENS = 500.0
 TEST_FRACTION = 0.2
+NATURAL_VALIDATION_FRACTION = 0.25
 
 
 class DataError(ValueError):
@@ -215,6 +219,108 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
     categories = [by_query[q]["category"] for q in queries]
     return EvalSet(queries, categories if all(c is not None for c in categories) else None, catalog, perf, tokens)
 
+
+
+@dataclass
+class LabelledPrompts:
+    """Prompts with their domain: what the domain classifier learns from real traffic, and is judged on."""
+
+    queries: list[str]
+    categories: list[str]  # one of DOMAINS
+    sources: list[str]  # the dataset each came from ("" when the file does not say)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def subset(self, rows: np.ndarray) -> LabelledPrompts:
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        return LabelledPrompts([self.queries[i] for i in rows], [self.categories[i] for i in rows],
+                               [self.sources[i] for i in rows])
+
+    def category_ids(self) -> np.ndarray:
+        return np.array([DOMAINS.index(c) for c in self.categories], dtype=np.int64)
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def load_labelled_prompts(path: Path) -> LabelledPrompts:
+    """A JSONL (optionally gzip-compressed) of prompts with their domain.
+
+    Each line has `query` and `category` (or `domain`, as in `data/natural_prompts/`), one of
+    the 14 domains, and optionally `source`. The reference's benchmark records (one line per
+    query x model) are read too: each query counts once, with its first category."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; expected a JSONL of prompts with their domain "
+                        '(one {"query": ..., "category": ...} per line)')
+    seen: set[str] = set()
+    queries, categories, sources = [], [], []
+    with _open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            except UnicodeDecodeError as err:
+                raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
+            if not isinstance(record, dict):
+                raise DataError(f'{where}: expected a JSON object like {{"query": ..., "category": ...}}')
+            query = record.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise DataError(f"{where}: `query` must be a non-empty string")
+            category = record.get("category", record.get("domain"))
+            if category is None:
+                raise DataError(f"{where}: no `category` (or `domain`): each prompt needs its domain, one of "
+                                f"{', '.join(DOMAINS)}")
+            if category not in DOMAINS:
+                close = difflib.get_close_matches(str(category), DOMAINS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; the domains are {', '.join(DOMAINS)}"
+                raise DataError(f"{where}: unknown category {category!r}{hint}")
+            if query in seen:
+                continue
+            seen.add(query)
+            queries.append(query)
+            categories.append(category)
+            sources.append(str(record.get("source", "")))
+    if not queries:
+        raise DataError(f"{path}: no prompts in the file")
+    return LabelledPrompts(queries, categories, sources)
+
+
+def holds_benchmark_records(path: Path) -> bool:
+    """Whether a JSONL file holds benchmark records (query x model results) rather than labelled prompts:
+    its first record names a `model_name`."""
+    with _open_text(Path(path)) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    return False  # the prompt loader names the line and the problem
+                return isinstance(record, dict) and "model_name" in record
+    return False
+
+
+def is_natural_validation(query: str) -> bool:
+    """The fixed validation split of the natural prompts: 25% by a hash of the text."""
+    digest = hashlib.sha256(f"natural-prompts:{query}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % 1000 < NATURAL_VALIDATION_FRACTION * 1000
+
+
+def load_natural_prompts(data_dir: Path = NATURAL_PROMPTS_DIR) -> tuple[LabelledPrompts, LabelledPrompts]:
+    """The shipped natural prompts (`data/natural_prompts/`), split into training and validation."""
+    path = Path(data_dir) / NATURAL_PROMPTS_FILE
+    if not path.is_file():
+        raise DataError(f"{data_dir}: no {NATURAL_PROMPTS_FILE}; a natural-prompts directory holds it, like the "
+                        "project's data/natural_prompts/")
+    prompts = load_labelled_prompts(path)
+    validation = np.array([is_natural_validation(q) for q in prompts.queries])
+    return prompts.subset(~validation), prompts.subset(validation)
 
 
 def load_domain_topics(path: Path = DOMAIN_TOPICS) -> tuple[list[str], np.ndarray]:

@@ -167,6 +167,67 @@ def cost_matrix(config: RouterConfig, expected_tokens: dict[str, float], model_n
     return tokens * prices[None, :] / 1000.0
 
 
+UNROUTED = "(no decision: default_model)"
+
+
+def served_routes(url: str, queries: list[str], batch_size: int = 32) -> list[Route]:
+    from .client import RouterClient
+
+    routes: list[Route] = []
+    with RouterClient(url) as client:
+        for start in tqdm(range(0, len(queries), batch_size), desc="served routing", unit="batch"):
+            routes += client.select(queries[start:start + batch_size])
+    return routes
+
+
+def domain_report(engine: DecisionEngine, categories: list[str], routes: list[Route]) -> dict:
+    """How well the routes' domains match the labelled `categories`: accuracy, per-domain precision and
+    recall, the confusion matrix (rows: true domain, columns: predicted), the share of prompts that
+    matched no decision and the decisions each true domain landed in."""
+    n = len(DOMAINS)
+    truth = np.array([DOMAINS.index(c) for c in categories])
+    predicted = np.array([DOMAINS.index(r.domain) for r in routes])
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    per_domain = {}
+    for i, domain in enumerate(DOMAINS):
+        support, hits, claimed = int(confusion[i].sum()), int(confusion[i, i]), int(confusion[:, i].sum())
+        per_domain[domain] = {"support": support,
+                              "precision": round(hits / claimed, 4) if claimed else None,
+                              "recall": round(hits / support, 4) if support else None}
+    # The decision a prompt of each domain should reach: the one a certain classifier would match.
+    expected = {d: (engine.match(np.eye(n)[i])[0] or None) for i, d in enumerate(DOMAINS)}
+    decisions: dict[str, dict[str, int]] = {}
+    for category, route in zip(categories, routes):
+        landed = decisions.setdefault(category, {})
+        name = route.decision or UNROUTED
+        landed[name] = landed.get(name, 0) + 1
+    in_expected = [expected[c] is not None and r.decision == expected[c].name for c, r in zip(categories, routes)]
+    return {
+        "n_prompts": len(categories),
+        "accuracy": round(float((truth == predicted).mean()), 4),
+        "decision_accuracy": round(float(np.mean(in_expected)), 4),
+        "unrouted_share": round(float(np.mean([not r.decision for r in routes])), 4),
+        "per_domain": per_domain,
+        "domains": list(DOMAINS),
+        "confusion": confusion.tolist(),
+        "expected_decision": {d: e.name if e else UNROUTED for d, e in expected.items()},
+        "decisions": {d: dict(sorted(decisions[d].items(), key=lambda kv: -kv[1])) for d in DOMAINS if d in decisions},
+    }
+
+
+def evaluate_domains(repository: Path, categories: list[str], queries: list[str], url: str | None = None) -> dict:
+    """The domain report of a labelled prompt set, routed in-process or by the served ensemble at `url`."""
+    router = InProcessRouter(repository)
+    if url is None:
+        heads = router.head_outputs(queries)
+        routes = [heads.route(router.engine, i) for i in range(len(heads))]
+    else:
+        routes = served_routes(url, queries)
+    return {"n_queries": len(queries), "routed_by": "served ensemble" if url else "in-process graphs",
+            "domains": domain_report(router.engine, categories, routes)}
+
+
 def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int = 0) -> dict:
     router = InProcessRouter(repository)
     cost = cost_matrix(router.config, router.expected_tokens, data.model_names, data.output_tokens)
@@ -175,9 +236,11 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
 
     heads = router.head_outputs(data.queries)
     report: dict = {"n_queries": n, "models": data.model_names, "cost_unit": "USD per 1,000 queries"}
+    in_process_routes = [heads.route(router.engine, i) for i in range(n)]
+    routes = in_process_routes if url is None else served_routes(url, data.queries)
     if data.categories is not None:
-        truth = np.array([DOMAINS.index(c) for c in data.categories])
-        report["domain_accuracy"] = round(float((heads.domain_probs.argmax(axis=1) == truth).mean()), 4)
+        report["domains"] = domain_report(router.engine, data.categories, routes)
+        report["domain_accuracy"] = report["domains"]["accuracy"]
 
     single = {m: {"quality": round(float(data.performance[:, j].mean()), 4),
                   "cost_per_1k": round(float(cost[:, j].mean()), 4)} for j, m in enumerate(data.model_names)}
@@ -194,17 +257,10 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
     }
 
     routers: dict = {}
-    in_process = route_models(router.engine, heads)
-    configured_choices = in_process
+    configured_choices = [r.selected_model for r in routes]
     if url is not None:
-        from .client import RouterClient
-
-        served: list[str] = []
-        with RouterClient(url) as client:
-            for start in tqdm(range(0, n, 32), desc="served routing", unit="batch"):
-                served += [s.selected_model for s in client.select(data.queries[start:start + 32])]
-        report["served_agreement"] = round(sum(a == b for a, b in zip(served, in_process)) / n, 4)
-        configured_choices = served
+        report["served_agreement"] = round(sum(
+            a == b.selected_model for a, b in zip(configured_choices, in_process_routes)) / n, 4)
     for name, algorithm in tqdm([("configured", None), *[(a, a) for a in SELECTOR_ALGORITHMS]],
                                 desc="cost-weight sweeps", unit="router"):
         choices = configured_choices if name == "configured" else route_models(router.engine, heads, algorithm)
@@ -223,20 +279,82 @@ def _with_interval(ratio: float, interval: list[float] | None) -> str:
     return f"{ratio:.3f}" if interval is None else f"{ratio:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def domain_lines(domains: dict) -> list[str]:
+    """The domain report as markdown: headline figures, per-domain table, where each domain's prompts landed."""
+    lines = [f"Domain accuracy {domains['accuracy']:.4f} on {domains['n_prompts']} prompts; "
+             f"{domains['decision_accuracy']:.4f} reach the decision of their true domain; "
+             f"{domains['unrouted_share']:.2%} match no decision (routed to default_model).", "",
+             "| true domain | prompts | precision | recall | expected decision | decisions reached |",
+             "|---|---|---|---|---|---|"]
+    for domain, row in domains["per_domain"].items():
+        if not row["support"] and row["precision"] is None:
+            continue
+        landed = ", ".join(f"{d} {c}" for d, c in domains["decisions"].get(domain, {}).items())
+        lines.append(f"| {domain} | {row['support']} | {_percent(row['precision'])} | {_percent(row['recall'])} | "
+                     f"{domains['expected_decision'][domain]} | {landed} |")
+    confusion = np.array(domains["confusion"])
+    off = [(int(confusion[i, j]), domains["domains"][i], domains["domains"][j])
+           for i in range(len(confusion)) for j in range(len(confusion)) if i != j and confusion[i, j]]
+    if off:
+        lines += ["", "Largest confusions (true -> predicted): " + ", ".join(
+            f"{t} -> {p} {c}" for c, t, p in sorted(off, reverse=True)[:8]) + "."]
+    return lines + ["", "![domain confusion matrix](domain_confusion.png)", ""]
+
+
+def plot_confusion(domains: dict, path: Path, title: str) -> None:
+    """Row-normalised confusion matrix with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.array(domains["confusion"], dtype=float)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    names = domains["domains"]
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), [f"{d} ({int(confusion[i].sum())})" for i, d in enumerate(names)], fontsize=8)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted domain")
+    ax.set_ylabel("true domain (prompts)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(report: dict, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = {**report, "command": command}
     (out / "report.json").write_text(json.dumps(report, indent=1))
+    lines = ["# model-selector evaluation", "", f"`{command}`", ""]
+    if "routers" in report:
+        lines += _routing_lines(report)
+        plot(report, out / "quality_vs_cost.png")
+    if "domains" in report:
+        lines += ["## Domains", "", *domain_lines(report["domains"])]
+        plot_confusion(report["domains"], out / "domain_confusion.png",
+                       f"Domain confusion on {report['domains']['n_prompts']} prompts "
+                       f"(accuracy {report['domains']['accuracy']:.3f}; shade = share of the row)")
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def _routing_lines(report: dict) -> list[str]:
     best = report["baselines"]["best_single"]
     lines = [
-        "# model-selector evaluation", "",
-        f"`{command}`", "",
         f"{report['n_queries']} queries. Cost in {report['cost_unit']}. Ratios are against the best single "
         f"model, {best['model']}. In brackets: 95% paired-bootstrap intervals ({BOOTSTRAP_SAMPLES} resamples of the "
         "queries), how far a router's ratios could move on another sample of this size.", "",
     ]
-    if "domain_accuracy" in report:
-        lines += [f"Domain accuracy: {report['domain_accuracy']:.4f}", ""]
     if "served_agreement" in report:
         lines += [f"Served ensemble agrees with the in-process graphs on {report['served_agreement']:.2%} "
                   "of choices.", ""]
@@ -259,8 +377,7 @@ def write_report(report: dict, out: Path, command: str) -> None:
     for model, entry in report["baselines"]["single"].items():
         lines.append(row(model, entry, None))
     lines += ["", "![quality vs cost](quality_vs_cost.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    plot(report, out / "quality_vs_cost.png")
+    return lines
 
 
 def _label_singles(ax, singles: dict[str, dict], fontsize: float = 7) -> None:

@@ -29,9 +29,11 @@ def _embedding_input(dim: int):
     return helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])
 
 
-def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedding_weights: np.ndarray,
-                              bias: np.ndarray, output: str = "domain_probs") -> onnx.ModelProto:
-    """Softmax(tfidf(tokens) @ token_weights + embedding @ embedding_weights + bias).
+def gated_lexical_classifier(idf: np.ndarray, token_weights: np.ndarray, embedding_weights: np.ndarray,
+                             bias: np.ndarray, output: str = "domain_probs") -> onnx.ModelProto:
+    """Two experts mixed by a gate (`train.gated_mixture`) over the logits
+    tfidf(tokens) @ token_weights + embedding @ embedding_weights + bias, whose 2C + 1 columns are
+    the exam expert's C logits, the natural expert's C and the gate's one.
 
     tfidf is the sublinear, L2-normalised TF-IDF vector of the query's token ids: a token
     type seen c times has the value idf x (1 + log c). The graph works per occurrence: an
@@ -39,7 +41,8 @@ def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedd
     sequence are sums over types. Counts come from comparing every position with every
     other (padding masked out).
     """
-    vocab, classes = token_weights.shape
+    vocab, columns = token_weights.shape
+    classes = (columns - 1) // 2
     inits = {
         "idf": idf.astype(np.float32),
         "token_weights": token_weights.astype(np.float32),
@@ -49,6 +52,9 @@ def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedd
         "eps": np.array(1e-12, dtype=np.float32),
         "axes1": np.array([1], dtype=np.int64),
         "axes2": np.array([2], dtype=np.int64),
+        **{f"{part}_{end}": np.array([value], dtype=np.int64) for part, (start, stop) in
+           (("exam", (0, classes)), ("natural", (classes, 2 * classes)), ("gate", (2 * classes, columns)))
+           for end, value in (("start", start), ("stop", stop))},
     }
     nodes = [
         helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),  # [B, T]
@@ -79,7 +85,14 @@ def lexical_linear_classifier(idf: np.ndarray, token_weights: np.ndarray, embedd
         helper.make_node("MatMul", ["embedding", "embedding_weights"], ["dense"]),
         helper.make_node("Add", ["lexical", "dense"], ["logits_raw"]),
         helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [output], axis=-1),
+        *[helper.make_node("Slice", ["logits", f"{part}_start", f"{part}_stop", "axes1"], [f"{part}_logits"])
+          for part in ("exam", "natural", "gate")],
+        helper.make_node("Softmax", ["exam_logits"], ["exam_probs"], axis=-1),
+        helper.make_node("Softmax", ["natural_logits"], ["natural_probs"], axis=-1),
+        helper.make_node("Sigmoid", ["gate_logits"], ["gate"]),  # [B, 1]
+        helper.make_node("Sub", ["exam_probs", "natural_probs"], ["expert_gap"]),
+        helper.make_node("Mul", ["gate", "expert_gap"], ["gated_gap"]),
+        helper.make_node("Add", ["natural_probs", "gated_gap"], [output]),  # gate x exam + (1 - gate) x natural
     ]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),

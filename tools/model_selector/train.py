@@ -27,7 +27,6 @@ from .tokenization import token_counts
 log = logging.getLogger(__name__)
 
 CALIBRATION_FOLDS = 3
-MAX_DOCUMENT_FREQUENCY = 0.1
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -45,44 +44,89 @@ def tfidf(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
 
 
 @dataclass
-class DomainClassifier:
-    """Logistic regression over the query's token TF-IDF and its embedding.
+class LabelledRows:
+    """Training rows for one part of the domain classifier: token counts (as the served tokenizer
+    produces them, `token_counts`), embeddings, labels and sample weights."""
 
-    Words carry the topic ("JavaScript", "plaintiff") even where the small embedding model
-    blurs it, and the embedding generalises beyond the words seen in training.
+    counts: sparse.csr_matrix
+    embeddings: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def stack(cls, parts: list[LabelledRows]) -> LabelledRows:
+        return cls(sparse.vstack([p.counts for p in parts]).tocsr(), np.vstack([p.embeddings for p in parts]),
+                   np.concatenate([p.labels for p in parts]), np.concatenate([p.weights for p in parts]))
+
+
+def gated_mixture(logits: np.ndarray) -> np.ndarray:
+    """[B, 2 x 14 + 1] logits -> [B, 14]: gate x softmax(exam expert) + (1 - gate) x softmax(natural expert)."""
+    n = len(DOMAINS)
+    gate = 1.0 / (1.0 + np.exp(-logits[:, 2 * n:2 * n + 1]))
+    return gate * _softmax(logits[:, :n]) + (1.0 - gate) * _softmax(logits[:, n:2 * n])
+
+
+@dataclass
+class DomainClassifier:
+    """Two experts and a gate, each a linear model over the query's token TF-IDF and its embedding.
+
+    Exam questions and chat prompts about one subject are phrased so differently that one linear
+    model trained on both loses on each. The exam expert learns from MMLU-Pro, the natural expert
+    from real prompts, and the gate (the probability that the query is an exam question with
+    options) weighs them. Words carry the topic ("JavaScript", "plaintiff") where the small
+    embedding model blurs it; the embedding generalises beyond the words seen in training.
+    Columns: exam expert's 14 logits, natural expert's 14, the gate's one.
     """
 
     idf: np.ndarray  # [V]
-    token_weights: np.ndarray  # [V, 14]
-    embedding_weights: np.ndarray  # [D, 14]
-    bias: np.ndarray  # [14]
+    token_weights: np.ndarray  # [V, 29]
+    embedding_weights: np.ndarray  # [D, 29]
+    bias: np.ndarray  # [29]
 
     def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, embedding: np.ndarray) -> np.ndarray:
         lexical = tfidf(token_counts(input_ids, attention_mask, len(self.idf)), self.idf) @ self.token_weights
-        return _softmax(lexical + embedding @ self.embedding_weights + self.bias)
+        return gated_mixture(lexical + embedding @ self.embedding_weights + self.bias)
 
     def to_onnx(self) -> onnx.ModelProto:
-        return onnx_graphs.lexical_linear_classifier(self.idf, self.token_weights, self.embedding_weights, self.bias)
+        return onnx_graphs.gated_lexical_classifier(self.idf, self.token_weights, self.embedding_weights, self.bias)
 
 
-def train_domain_classifier(counts: sparse.csr_matrix, x: np.ndarray, labels: np.ndarray,
-                            sample_weight: np.ndarray | None = None, c: float = 10.0) -> DomainClassifier:
-    """Multinomial logistic regression over the 14 domains; `counts` from `token_counts`."""
-    n, vocab = counts.shape
-    document_frequency = np.bincount(counts.indices, minlength=vocab)
-    idf = np.log((1.0 + n) / (1.0 + document_frequency)) + 1.0
-    # Tokens in more than 10% of the texts ("how", "the", "?") say how exam questions are
-    # phrased, not what they are about; a zero idf drops them from the lexical features.
-    idf[document_frequency > MAX_DOCUMENT_FREQUENCY * n] = 0.0
-    features = sparse.hstack([tfidf(counts, idf), sparse.csr_matrix(x)]).tocsr()
+def _linear(features: sparse.csr_matrix, rows: LabelledRows, classes: int, c: float) -> np.ndarray:
+    """[features + 1, classes] multinomial logistic regression weights, bias last; classes
+    absent from `rows` get a bias that never wins."""
     clf = LogisticRegression(C=c, max_iter=3000)
-    clf.fit(features, labels, sample_weight=sample_weight)
-    coef = np.zeros((vocab + x.shape[1], len(DOMAINS)), dtype=np.float64)
-    bias = np.full(len(DOMAINS), -1e4)  # a domain absent from training never wins
-    coef[:, clf.classes_] = clf.coef_.T
-    bias[clf.classes_] = clf.intercept_
-    return DomainClassifier(idf.astype(np.float32), coef[:vocab].astype(np.float32),
-                            coef[vocab:].astype(np.float32), bias.astype(np.float32))
+    clf.fit(features, rows.labels, sample_weight=rows.weights)
+    weights = np.zeros((features.shape[1] + 1, classes))
+    weights[-1] = -1e4
+    if classes == 1:  # binary: sklearn fits one column, the logit of class 1
+        weights[:-1, 0], weights[-1, 0] = clf.coef_[0], clf.intercept_[0]
+        return weights
+    weights[:-1, clf.classes_] = clf.coef_.T
+    weights[-1, clf.classes_] = clf.intercept_
+    return weights
+
+
+def train_domain_classifier(exam: LabelledRows, natural: LabelledRows, gate: LabelledRows,
+                            natural_prior_shift: np.ndarray | None = None, c_exam: float = 10.0,
+                            c_natural: float = 3.0, c_gate: float = 10.0) -> DomainClassifier:
+    """The exam expert on `exam`, the natural expert on `natural`, the gate on `gate` (label 1: an
+    exam question). One idf for all three, from the gate's rows, which hold each text once.
+    `natural_prior_shift` [14] is added to the natural expert's log-odds: where the traffic's
+    domain mix differs from the training prompts'."""
+    n, vocab = gate.counts.shape
+    document_frequency = np.bincount(gate.counts.indices, minlength=vocab)
+    idf = np.log((1.0 + n) / (1.0 + document_frequency)) + 1.0
+
+    def features(rows: LabelledRows) -> sparse.csr_matrix:
+        return sparse.hstack([tfidf(rows.counts, idf), sparse.csr_matrix(rows.embeddings)]).tocsr()
+
+    weights = np.hstack([_linear(features(exam), exam, len(DOMAINS), c_exam),
+                         _linear(features(natural), natural, len(DOMAINS), c_natural),
+                         _linear(features(gate), gate, 1, c_gate)])
+    if natural_prior_shift is not None:
+        weights[-1, len(DOMAINS):2 * len(DOMAINS)] += natural_prior_shift
+    return DomainClassifier(idf.astype(np.float32), weights[:vocab].astype(np.float32),
+                            weights[vocab:-1].astype(np.float32), weights[-1].astype(np.float32))
 
 
 @dataclass

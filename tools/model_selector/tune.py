@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
 from .contract import SELECTOR_ALGORITHMS
-from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, split_train_test
+from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, load_natural_prompts, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
 from .embed import OnnxEmbedder
 from .evaluate import (COST_WEIGHTS, FINE_COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder,
@@ -153,7 +153,9 @@ def split_validation(config: RouterConfig, embedder: OnnxEmbedder, fit: Benchmar
     tokenizer = embedder.tokenizer
     x_fit = embedder.embed(fit.queries, cache_dir, description="fit queries")
     x_val = embedder.embed(val.queries, cache_dir, description="validation queries")
-    classifier = train_classifier(embedder, fit, x_fit, embedder.embed(fit.questions, cache_dir), cache_dir)
+    natural_train, _ = load_natural_prompts()
+    classifier = train_classifier(embedder, fit, x_fit, embedder.embed(fit.questions, cache_dir), natural_train,
+                                  cache_dir)
     probs_fit = classifier.predict(*tokenizer.encode(fit.queries), x_fit)
     probs_val = classifier.predict(*tokenizer.encode(val.queries), x_val)
     expected_tokens = {m: float(np.nanmean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
