@@ -116,6 +116,8 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
                     server.grpc_url, "--out", str(out)], check=True, capture_output=True, text=True)
     report = json.loads((out / "report.json").read_text())
     assert report["n_queries"] == 48 and 0 <= report["domain_accuracy"] <= 1
+    assert report["domains"]["n_prompts"] == 48 and report["domains"]["accuracy"] == report["domain_accuracy"]
+    assert (out / "domain_confusion.png").stat().st_size > 10_000
     # The served ensemble and the in-process graphs choose alike.
     assert report["served_agreement"] == 1.0
     baselines = report["baselines"]
@@ -133,3 +135,42 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
             assert low <= round(router[key] / best[key], 4) <= high
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
     assert "| **configured** |" in (out / "report.md").read_text()
+
+
+def test_evaluate_reports_domain_quality_on_a_labelled_prompt_set(server, tmp_path):
+    """A plain JSONL of query + category: the domain report alone, from the served ensemble."""
+    from model_selector.config import DOMAINS
+    from model_selector.data import load_natural_prompts
+
+    _, validation = load_natural_prompts()
+    path = _write(tmp_path, [{"query": q, "category": c}
+                             for q, c in zip(validation.queries[:60], validation.categories[:60])])
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--data", str(path), "--url",
+                             server.grpc_url, "--out", str(out)], check=True, capture_output=True, text=True)
+    assert "60 prompts: domain accuracy" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert "routers" not in report and report["routed_by"] == "served ensemble"
+    domains = report["domains"]
+    assert set(domains) == {"n_prompts", "accuracy", "decision_accuracy", "unrouted_share", "per_domain", "domains",
+                            "confusion", "expected_decision", "decisions"}
+    confusion = np.array(domains["confusion"])
+    assert confusion.shape == (14, 14) and confusion.sum() == 60
+    assert domains["accuracy"] == pytest.approx(np.trace(confusion) / 60, abs=1e-4)
+    assert set(domains["per_domain"]) == set(DOMAINS)
+    for domain, row in domains["per_domain"].items():
+        assert row["support"] == confusion[DOMAINS.index(domain)].sum()
+        assert row["recall"] is None or 0 <= row["recall"] <= 1
+    assert sum(sum(d.values()) for d in domains["decisions"].values()) == 60
+    assert domains["expected_decision"]["computer science"] == "code_decision"
+    assert (out / "domain_confusion.png").stat().st_size > 10_000
+    assert "| computer science |" in (out / "report.md").read_text()
+
+
+def test_evaluate_names_a_bad_prompt_line(tmp_path, built_repository):
+    path = _write(tmp_path, [{"query": "Sort a list", "category": "computer_science"}])
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--data", str(path),
+                             "--repository", str(built_repository), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "records.jsonl:1: unknown category 'computer_science'; did you mean 'computer science'?" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from model_selector.client import RouterClient, RouterUnavailable, route
 from model_selector.config import load_config
-from model_selector.data import load_mmlu_pro
+from model_selector.data import load_mmlu_pro, load_natural_prompts
 from model_selector.serve import free_ports
 
 from .conftest import CONFIG
@@ -40,11 +41,43 @@ def test_route_returns_every_header(server):
     ("What are the early symptoms of type 2 diabetes and how is it treated?", "health", "health_decision"),
     ("Explain how a rise in interest rates affects bond prices.", "economics", "business_decision"),
     ("What is the time complexity of quicksort?", "computer science", "code_decision"),
+    ("How do I create a for loop in JavaScript?", "computer science", "code_decision"),
     ("Calculate the derivative of sin(x) * cos(x)", "math", "math_decision"),
 ])
 def test_short_natural_questions_reach_their_domain(server, query, domain, decision):
     headers = route(query, server.grpc_url)
     assert (headers["x-vsr-selected-category"], headers["x-vsr-selected-decision"]) == (domain, decision)
+
+
+def _natural_validation_sample(per_domain: int = 4) -> tuple[list[str], list[str]]:
+    """A fixed random sample of the natural validation prompts (never trained on), `per_domain` of each
+    domain, ordered by a hash of the text."""
+    _, validation = load_natural_prompts()
+    order = sorted(range(len(validation)),
+                   key=lambda i: hashlib.sha256(f"serving-test:{validation.queries[i]}".encode()).hexdigest())
+    picked: dict[str, list[str]] = {}
+    for i in order:
+        if len(picked.setdefault(validation.categories[i], [])) < per_domain:
+            picked[validation.categories[i]].append(validation.queries[i])
+    return [q for qs in picked.values() for q in qs], [c for c, qs in picked.items() for _ in qs]
+
+
+def test_natural_prompts_of_every_domain_reach_their_domain(server, built_repository):
+    """Real prompts (code, pasted text, other languages), 4 of each domain: the served ensemble routes them as
+    the in-process graphs do, most to their own domain (0.84 on the whole validation split), few unrouted."""
+    from model_selector.evaluate import InProcessRouter
+
+    queries, categories = _natural_validation_sample()
+    with RouterClient(server.grpc_url) as client:
+        served = client.select(queries)
+    router = InProcessRouter(built_repository)
+    for query, route in zip(queries, served):
+        expected = router.route_query(query)
+        assert (route.domain, route.decision, route.selected_model) == \
+               (expected.domain, expected.decision, expected.selected_model), query[:60]
+    accuracy = np.mean([r.domain == c for r, c in zip(served, categories)])
+    assert len(queries) == 56 and accuracy >= 0.75, accuracy
+    assert np.mean([not r.decision for r in served]) <= 0.05
 
 
 def _mixed_length_queries() -> list[str]:
