@@ -76,3 +76,10 @@ def test_shipped_natural_prompts_split_into_fixed_disjoint_parts():
     assert not any(is_natural_validation(q) for q in train.queries)
     assert set(validation.categories) == set(DOMAINS)  # every domain is measured, philosophy too
     assert (NATURAL_PROMPTS_DIR / "SOURCES.md").is_file()  # provenance and licences ship with the data
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b'\n{"query": "caf\xe9", "category": "other"}\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl:2: not UTF-8 text \(invalid continuation byte at byte 14\)"):
+        load_labelled_prompts(path)

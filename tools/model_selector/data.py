@@ -1,4 +1,5 @@
-"""The shipped MMLU-Pro routing tables (`data/mmlu_pro/`) and the held-out split."""
+"""The shipped data: MMLU-Pro routing tables and their held-out split, natural prompts and their
+validation split."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,37 +168,27 @@ def load_records(path: Path, catalog: list[str]) -> EvalSet:
                         "(query, model_name, performance)")
     by_query: dict[str, dict] = {}
     unknown_models: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object with query, model_name and performance")
-            for key in ("query", "model_name"):
-                if not isinstance(record.get(key), str) or not record[key]:
-                    raise DataError(f"{where}: `{key}` must be a non-empty string")
-            perf = record.get("performance")
-            if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
-                raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
-            for key in ("output_tokens", "response_time"):  # response_time: seconds, as the reference writes it
-                value = record.get(key)
-                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-                    raise DataError(f"{where}: `{key}` must be a non-negative number, got {value!r}")
-            tokens = record.get("output_tokens")
-            category = record.get("category")
-            if category is not None and category not in DOMAINS:
-                category = "other"  # the reference's rule for unknown categories
-            if record["model_name"] not in catalog:
-                unknown_models.add(record["model_name"])
-                continue
-            entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
-            entry["results"].setdefault(record["model_name"], []).append(
-                (float(perf), math.nan if tokens is None else float(tokens)))
+    for where, record in json_lines(path, "a JSON object with query, model_name and performance"):
+        for key in ("query", "model_name"):
+            if not isinstance(record.get(key), str) or not record[key]:
+                raise DataError(f"{where}: `{key}` must be a non-empty string")
+        perf = record.get("performance")
+        if not isinstance(perf, (int, float)) or isinstance(perf, bool) or not 0.0 <= perf <= 1.0:
+            raise DataError(f"{where}: `performance` must be a number in [0, 1], got {perf!r}")
+        for key in ("output_tokens", "response_time"):  # response_time: seconds, as the reference writes it
+            value = record.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                raise DataError(f"{where}: `{key}` must be a non-negative number, got {value!r}")
+        tokens = record.get("output_tokens")
+        category = record.get("category")
+        if category is not None and category not in DOMAINS:
+            category = "other"  # the reference's rule for unknown categories
+        if record["model_name"] not in catalog:
+            unknown_models.add(record["model_name"])
+            continue
+        entry = by_query.setdefault(record["query"], {"category": category, "results": {}})
+        entry["results"].setdefault(record["model_name"], []).append(
+            (float(perf), math.nan if tokens is None else float(tokens)))
     if unknown_models:
         log.warning("%s: ignoring records of models not in the catalog: %s", path, ", ".join(sorted(unknown_models)))
     if not by_query:
@@ -241,8 +233,26 @@ class LabelledPrompts:
         return np.array([DOMAINS.index(c) for c in self.categories], dtype=np.int64)
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def json_lines(path: Path, expected: str) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each non-empty line of a JSONL file, gzip-compressed when it ends in .gz;
+    a line that is not a JSON object stops the read with what is wrong and where."""
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected {expected}")
+            yield where, record
 
 
 def load_labelled_prompts(path: Path) -> LabelledPrompts:
@@ -257,36 +267,24 @@ def load_labelled_prompts(path: Path) -> LabelledPrompts:
                         '(one {"query": ..., "category": ...} per line)')
     seen: set[str] = set()
     queries, categories, sources = [], [], []
-    with _open_text(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
-            if not isinstance(record, dict):
-                raise DataError(f'{where}: expected a JSON object like {{"query": ..., "category": ...}}')
-            query = record.get("query")
-            if not isinstance(query, str) or not query.strip():
-                raise DataError(f"{where}: `query` must be a non-empty string")
-            category = record.get("category", record.get("domain"))
-            if category is None:
-                raise DataError(f"{where}: no `category` (or `domain`): each prompt needs its domain, one of "
-                                f"{', '.join(DOMAINS)}")
-            if category not in DOMAINS:
-                close = difflib.get_close_matches(str(category), DOMAINS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; the domains are {', '.join(DOMAINS)}"
-                raise DataError(f"{where}: unknown category {category!r}{hint}")
-            if query in seen:
-                continue
-            seen.add(query)
-            queries.append(query)
-            categories.append(category)
-            sources.append(str(record.get("source", "")))
+    for where, record in json_lines(path, 'a JSON object like {"query": ..., "category": ...}'):
+        query = record.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise DataError(f"{where}: `query` must be a non-empty string")
+        category = record.get("category", record.get("domain"))
+        if category is None:
+            raise DataError(f"{where}: no `category` (or `domain`): each prompt needs its domain, one of "
+                            f"{', '.join(DOMAINS)}")
+        if category not in DOMAINS:
+            close = difflib.get_close_matches(str(category), DOMAINS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the domains are {', '.join(DOMAINS)}"
+            raise DataError(f"{where}: unknown category {category!r}{hint}")
+        if query in seen:
+            continue
+        seen.add(query)
+        queries.append(query)
+        categories.append(category)
+        sources.append(str(record.get("source", "")))
     if not queries:
         raise DataError(f"{path}: no prompts in the file")
     return LabelledPrompts(queries, categories, sources)
@@ -295,14 +293,11 @@ def load_labelled_prompts(path: Path) -> LabelledPrompts:
 def holds_benchmark_records(path: Path) -> bool:
     """Whether a JSONL file holds benchmark records (query x model results) rather than labelled prompts:
     its first record names a `model_name`."""
-    with _open_text(Path(path)) as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    return False  # the prompt loader names the line and the problem
-                return isinstance(record, dict) and "model_name" in record
+    try:
+        for _, record in json_lines(path, "a JSON object"):
+            return "model_name" in record
+    except DataError:
+        return False  # the prompt loader names the line and the problem
     return False
 
 
