@@ -32,6 +32,12 @@ TEST_FRACTION = 0.2
 NATURAL_VALIDATION_FRACTION = 0.25
 
 
+def domain_ids(categories: list[str]) -> np.ndarray:
+    """The index in DOMAINS of each category name."""
+    index = {d: i for i, d in enumerate(DOMAINS)}
+    return np.array([index[c] for c in categories], dtype=np.int64)
+
+
 class DataError(ValueError):
     """A data file that cannot be used, with what is wrong and where."""
 
@@ -70,8 +76,7 @@ class Benchmark:
         return ~np.isnan(self.performance).any(axis=1)
 
     def category_ids(self) -> np.ndarray:
-        index = {d: i for i, d in enumerate(DOMAINS)}
-        return np.array([index[c] for c in self.categories], dtype=np.int64)
+        return domain_ids(self.categories)
 
 
 def _read_table(path: Path, models: list[str]) -> tuple[list[int], np.ndarray]:
@@ -230,7 +235,7 @@ class LabelledPrompts:
                                [self.sources[i] for i in rows])
 
     def category_ids(self) -> np.ndarray:
-        return np.array([DOMAINS.index(c) for c in self.categories], dtype=np.int64)
+        return domain_ids(self.categories)
 
 
 def json_lines(path: Path, expected: str) -> Iterator[tuple[str, dict]]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
 from .contract import EXPECTED_TOKENS, SELECTOR_ALGORITHMS
-from .data import DEFAULT_DATA_DIR, EvalSet, load_mmlu_pro, split_train_test
+from .data import DEFAULT_DATA_DIR, EvalSet, domain_ids, load_mmlu_pro, split_train_test
 from .decision_engine import DecisionEngine, Route, expected_cost_per_1k
 from .embed import OnnxEmbedder, session_options
 
@@ -62,6 +62,10 @@ class HeadOutputs:
               cost_weight: float | None = None) -> Route:
         return engine.route(self.domain_probs[i], {a: s[i] for a, s in self.scores.items()}, algorithm,
                             cost_weight, self.expected_output_tokens[i])
+
+    def routes(self, engine: DecisionEngine, algorithm: str | None = None,
+               cost_weight: float | None = None) -> list[Route]:
+        return [self.route(engine, i, algorithm, cost_weight) for i in range(len(self))]
 
     @classmethod
     def concatenate(cls, parts: list[HeadOutputs]) -> HeadOutputs:
@@ -144,7 +148,7 @@ def ratio_intervals(performance: np.ndarray, cost: np.ndarray, choices: list[str
 
 def route_models(engine: DecisionEngine, heads: HeadOutputs, algorithm: str | None = None,
                  cost_weight: float | None = None) -> list[str]:
-    return [heads.route(engine, i, algorithm, cost_weight).selected_model for i in range(len(heads))]
+    return [r.selected_model for r in heads.routes(engine, algorithm, cost_weight)]
 
 
 def cost_curve(engine: DecisionEngine, heads: HeadOutputs, model_names: list[str], performance: np.ndarray,
@@ -185,8 +189,7 @@ def domain_report(engine: DecisionEngine, categories: list[str], routes: list[Ro
     recall, the confusion matrix (rows: true domain, columns: predicted), the share of prompts that
     matched no decision and the decisions each true domain landed in."""
     n = len(DOMAINS)
-    truth = np.array([DOMAINS.index(c) for c in categories])
-    predicted = np.array([DOMAINS.index(r.domain) for r in routes])
+    truth, predicted = domain_ids(categories), domain_ids([r.domain for r in routes])
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     per_domain = {}
@@ -219,11 +222,7 @@ def domain_report(engine: DecisionEngine, categories: list[str], routes: list[Ro
 def evaluate_domains(repository: Path, categories: list[str], queries: list[str], url: str | None = None) -> dict:
     """The domain report of a labelled prompt set, routed in-process or by the served ensemble at `url`."""
     router = InProcessRouter(repository)
-    if url is None:
-        heads = router.head_outputs(queries)
-        routes = [heads.route(router.engine, i) for i in range(len(heads))]
-    else:
-        routes = served_routes(url, queries)
+    routes = router.head_outputs(queries).routes(router.engine) if url is None else served_routes(url, queries)
     return {"n_queries": len(queries), "routed_by": "served ensemble" if url else "in-process graphs",
             "domains": domain_report(router.engine, categories, routes)}
 
@@ -236,7 +235,7 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
 
     heads = router.head_outputs(data.queries)
     report: dict = {"n_queries": n, "models": data.model_names, "cost_unit": "USD per 1,000 queries"}
-    in_process_routes = [heads.route(router.engine, i) for i in range(n)]
+    in_process_routes = heads.routes(router.engine)
     routes = in_process_routes if url is None else served_routes(url, data.queries)
     if data.categories is not None:
         report["domains"] = domain_report(router.engine, data.categories, routes)
@@ -279,7 +278,7 @@ def _with_interval(ratio: float, interval: list[float] | None) -> str:
     return f"{ratio:.3f}" if interval is None else f"{ratio:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
-def _percent(value: float | None) -> str:
+def _fraction(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
@@ -294,7 +293,7 @@ def domain_lines(domains: dict) -> list[str]:
         if not row["support"] and row["precision"] is None:
             continue
         landed = ", ".join(f"{d} {c}" for d, c in domains["decisions"].get(domain, {}).items())
-        lines.append(f"| {domain} | {row['support']} | {_percent(row['precision'])} | {_percent(row['recall'])} | "
+        lines.append(f"| {domain} | {row['support']} | {_fraction(row['precision'])} | {_fraction(row['recall'])} | "
                      f"{domains['expected_decision'][domain]} | {landed} |")
     confusion = np.array(domains["confusion"])
     off = [(int(confusion[i, j]), domains["domains"][i], domains["domains"][j])
