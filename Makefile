@@ -5,15 +5,21 @@ BIN := $(VENV)/bin
 # PyTorch is only needed to export the embedding backbone to ONNX.
 TORCH ?= torch==2.13.0
 
-.PHONY: install build demo serve test clean
+.PHONY: install backend build demo serve test clean
 
 $(VENV)/.installed: pyproject.toml
+	scripts/install-build-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[export,local,dev]"
 	touch $@
 
-install: $(VENV)/.installed
+# Triton's native onnxruntime backend, built once into ~/.cache/model-selector; sources from
+# $(TRITON_BACKEND_SOURCES) when set, else the pinned commits on GitHub.
+backend: $(VENV)/.installed
+	$(BIN)/model-selector build-backend > /dev/null
+
+install: backend
 
 build: install
 	$(BIN)/model-selector build

@@ -414,7 +414,7 @@ def test_query_text_stays_out_of_the_server_log(server):
 
 SERVING_CODE = [*Path(repo.TEMPLATE_REPOSITORY).glob("*/1/model.py"),
                 *(Path(repo.__file__).parent / f"{m}.py" for m in (
-                    "config", "contract", "decision_engine", "tokenization", "local_onnx_model", "client",
+                    "config", "contract", "decision_engine", "tokenization", "client",
                     "gateway", "lifecycle", "serve"))]
 
 

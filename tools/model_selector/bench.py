@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,8 +192,8 @@ def model_breakdown(before: dict[str, dict], after: dict[str, dict]) -> dict[str
     return breakdown
 
 
-def process_tree_rss_mb(pid: int) -> float | None:
-    """Resident memory of a process and all its descendants (tritonserver and its python stubs)."""
+def _process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (tritonserver and its python stubs)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -201,17 +202,37 @@ def process_tree_rss_mb(pid: int) -> float | None:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total_kb, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def process_tree_rss_mb(pid: int) -> float | None:
+    """Resident memory of a process tree."""
+    total_kb = 0
+    for member in _process_tree(pid):
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
         except OSError:
             continue
-        todo.extend(children.get(current, []))
     return round(total_kb / 1024, 1) if total_kb else None
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process tree has used so far."""
+    ticks = 0
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def inprocess_baseline(repository: Path, queries: list[str], requests: int) -> dict:
@@ -222,13 +243,15 @@ def inprocess_baseline(repository: Path, queries: list[str], requests: int) -> d
     for query in queries[:10]:
         router.route_query(query)
     latencies = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i in tqdm(range(requests), desc="in-process baseline", unit="req", leave=False):
         t = time.perf_counter()
         router.route_query(queries[i % len(queries)])
         latencies.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - started
-    return {"requests": requests, "throughput_rps": round(requests / elapsed, 2), **_latency_summary(latencies)}
+    return {"requests": requests, "throughput_rps": round(requests / elapsed, 2),
+            "cpu_ms_per_request": round((time.process_time() - cpu_started) / requests * 1e3, 3),
+            **_latency_summary(latencies)}
 
 
 def knn_baselines(repository: Path, cache_dir: Path | None = None, queries: int = 20) -> dict:
@@ -292,15 +315,24 @@ async def _run_levels(options: BenchmarkOptions, queries: list[str]) -> tuple[li
         for concurrency in options.concurrency:
             before = await generator.settled_statistics()
             errors_before = len(generator.errors)
+            server_cpu = process_tree_cpu_s(options.server_pid) if options.server_pid else None
+            client_cpu = time.process_time()
             if options.rate:
                 latencies, elapsed = await generator.open_loop(options.rate, options.requests, offset, options.seed)
             else:
                 latencies, elapsed = await generator.closed_loop(concurrency, options.requests, offset)
+            client_cpu = time.process_time() - client_cpu
+            if server_cpu is not None:
+                server_cpu = process_tree_cpu_s(options.server_pid) - server_cpu
             after = await generator.settled_statistics()
             offset += options.requests
             level = {"concurrency": concurrency if not options.rate else None, "rate_rps": options.rate,
                      "requests": options.requests, "errors": len(generator.errors) - errors_before,
                      "throughput_rps": round(len(latencies) / elapsed, 2), **_latency_summary(latencies),
+                     # CPU per request: the server's (all its processes and threads) and the load generator's.
+                     "server_cpu_ms_per_request": None if server_cpu is None else
+                     round(server_cpu / options.requests * 1e3, 3),
+                     "client_cpu_ms_per_request": round(client_cpu / options.requests * 1e3, 3),
                      "models": model_breakdown(before, after)}
             levels.append(level)
             models[str(concurrency)] = level["models"]
@@ -337,9 +369,19 @@ def run_benchmark(options: BenchmarkOptions, cache_dir: Path | None = None) -> d
         "models_per_level": per_level_models,
         "baselines": {"inprocess": inprocess, **knn},
         "server_rss_mb": memory,
+        "onnxruntime_backend": _backend_info() if options.server_pid else None,
     }
     report["ratios"] = _ratios(report)
     return report
+
+
+def _backend_info() -> dict | None:
+    from .triton_backend import BackendError, find_backend
+
+    try:
+        return find_backend().info
+    except BackendError:
+        return None
 
 
 def _ratios(report: dict) -> dict:
@@ -352,6 +394,9 @@ def _ratios(report: dict) -> dict:
     top = max((c for c in levels if c is not None), default=None)
     if top is not None:
         ratios[f"throughput_c{top}_over_inprocess"] = round(levels[top]["throughput_rps"] / inprocess["throughput_rps"], 3)
+        if levels[top].get("server_cpu_ms_per_request"):
+            ratios[f"server_cpu_per_request_c{top}_over_inprocess"] = round(
+                levels[top]["server_cpu_ms_per_request"] / inprocess["cpu_ms_per_request"], 3)
     return ratios
 
 
@@ -363,18 +408,24 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['platform']}. "
         f"Backbone: {report['backbone']['name']}. Queries: {report['query_set']['name']} set "
         f"({report['query_set']['size']} texts, mean {report['query_set']['mean_chars']} characters), "
-        f"{report['mode']}, batch-1 gRPC requests.", "",
-        "| concurrency | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{report['mode']}, batch-1 gRPC requests."
+        + (f" Server: tritonserver 2.51 with Triton's {b['triton_release']} onnxruntime backend built against "
+           f"onnxruntime {b['onnxruntime']}." if (b := report.get("onnxruntime_backend")) else ""), "",
+        "| concurrency | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | max ms "
+        "| server CPU ms/req | load generator CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level in report["levels"]:
         label = level["concurrency"] if level["concurrency"] is not None else f"rate {level['rate_rps']}/s"
         lines.append(f"| {label} | {level['requests']} | {level['errors']} | {level['throughput_rps']} | "
-                     f"{level['p50_ms']} | {level['p95_ms']} | {level['p99_ms']} | {level['max_ms']} |")
+                     f"{level['p50_ms']} | {level['p95_ms']} | {level['p99_ms']} | {level['max_ms']} | "
+                     f"{level.get('server_cpu_ms_per_request') or 'not measured'} | "
+                     f"{level.get('client_cpu_ms_per_request')} |")
     inprocess = report["baselines"]["inprocess"]
     lines += ["", "Baselines, same queries, same run:", "",
-              "| | throughput (req/s) | p50 ms |", "|---|---|---|",
-              f"| in-process ONNX pipeline, one query at a time | {inprocess['throughput_rps']} | {inprocess['p50_ms']} |",
+              "| | throughput (req/s) | p50 ms | CPU ms/req |", "|---|---|---|---|",
+              f"| in-process ONNX pipeline, one query at a time | {inprocess['throughput_rps']} | {inprocess['p50_ms']} "
+              f"| {inprocess.get('cpu_ms_per_request')} |",
               "", "| KNN step, batch 1 | ms per query |", "|---|---|",
               f"| ours (int8 MatMul + TopK over {report['baselines']['knn_training_queries']} unique queries) | "
               f"{report['baselines']['knn_ms']} |",

@@ -180,6 +180,19 @@ def _export_fp16(backbone, embedding_path: Path, tokenizer_path: Path, probe: li
     return round(agreement, 5)
 
 
+def write_device_profile(repository: Path, backbone, shape: repo.RepositoryShape, probe: list[str]) -> dict[str, float]:
+    """The part of a build that `--device` decides: the fp16 embedding graph where the profile serves
+    one, and every model's config. Returns the fp16 graph's agreement with fp32 where it applies."""
+    metrics = {}
+    if shape.device in repo.FP16_DEVICES:
+        metrics["fp16_embedding_min_cosine_to_fp32"] = _export_fp16(
+            backbone, repository / repo.EMBEDDING / repo.VERSION / "model.onnx",
+            repository / repo.TOKENIZER / repo.VERSION / "tokenizer.json", probe)
+    repo.write_configs(repository, shape)
+    repo.copy_python_models(repository)
+    return metrics
+
+
 def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from .embed import OnnxEmbedder
@@ -259,12 +272,9 @@ def build(options: BuildOptions) -> dict:
 
     heads = onnx_graphs.combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
     _save_onnx(heads, repository / repo.HEADS / repo.VERSION / "model.onnx")
-    if options.device in repo.FP16_DEVICES:
-        fp16_agreement = _export_fp16(backbone, embedding_path, tokenizer_path, test.queries[:64])
-    repo.write_configs(repository, repo.RepositoryShape(dim, len(models), backbone.pad_id, options.device,
-                                                        backbone.max_length, options.embedding_instances,
-                                                        options.embedding_threads))
-    repo.copy_python_models(repository)
+    profile_metrics = write_device_profile(repository, backbone, repo.RepositoryShape(
+        dim, len(models), backbone.pad_id, options.device, backbone.max_length, options.embedding_instances,
+        options.embedding_threads), test.queries[:64])
 
     decision_dir = repository / repo.DECISION / repo.VERSION
     shutil.copyfile(options.config, decision_dir / "router.yaml")
@@ -272,8 +282,7 @@ def build(options: BuildOptions) -> dict:
         {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
 
     test_complete = test.complete_rows()
-    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), **natural_metrics,
-               **({"fp16_embedding_min_cosine_to_fp32": fp16_agreement} if options.device in repo.FP16_DEVICES else {}),
+    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), **natural_metrics, **profile_metrics,
                "domain_accuracy_short_questions": round(short_accuracy, 4), "n_train_selectors": len(x),
                "n_heldout": len(test)}
     for algorithm, selector in selectors.items() if records is None else ():

@@ -72,6 +72,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_backend(args: argparse.Namespace) -> int:
+    from .triton_backend import build_backend, sources_from_environment
+
+    backend = build_backend(args.sources or sources_from_environment(), force=args.force)
+    print(json.dumps({"backend": str(backend.directory), **backend.info}, indent=1))
+    return 0
+
+
 def _server(args: argparse.Namespace):
     from .serve import LocalTritonServer
 
@@ -381,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="export the backbone, train the selectors, write the model repository")
     _build_args(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("build-backend", help="build Triton's native onnxruntime backend for local serving (once, "
+                                             "cached)")
+    p.add_argument("--sources", type=Path, default=None,
+                   help="directory of the r24.10 source tarballs (default: $TRITON_BACKEND_SOURCES, else download "
+                        "the pinned commits from GitHub)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a build is cached")
+    p.set_defaults(func=cmd_build_backend)
 
     p = sub.add_parser("serve", help="serve the repository with a local tritonserver (CPU)")
     _serve_args(p)

@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 from . import repository as repo
 from .config import ConfigError, load_config
 from .contract import ENSEMBLE
-from .serve import ADAPTER_SOURCE, SYS_PATH_HEADER
+from .serve import SYS_PATH_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,7 @@ def reload_selectors(url: str, repository: Path) -> list[Reloaded]:
         if built_width != served_width:
             raise ReloadError("refused: the rebuilt router_heads has other outputs than the served one "
                               f"({built_width} vs {served_width}); restart the server to change the catalog")
-        files = {"model.onnx": heads.read_bytes()}
-        if served.get("backend") == "python":  # a local server hosts ONNX models in the python adapter
-            files["model.py"] = _python_model(ADAPTER_SOURCE)
-        reloaded = [_load_with_files(client, repo.HEADS, files)]
+        reloaded = [_load_with_files(client, repo.HEADS, {"model.onnx": heads.read_bytes()})]
         reloaded.append(_load_with_files(client, repo.DECISION, _decision_files(
             decision_dir, (decision_dir / "router.yaml").read_bytes())))
         return reloaded

@@ -1,9 +1,9 @@
 """Serve the repository locally with the real `tritonserver` of the nvidia-pytriton wheel.
 
-That binary has the Python backend but no onnxruntime backend, so serving works on a
-runtime copy of the repository in which each onnxruntime model is hosted by
-`local_onnx_model.py` (same names, dtypes, shapes and batching). The production
-repository itself is left untouched.
+The ONNX models load on Triton's native onnxruntime backend (built once by
+`model-selector build-backend`) with their production configs; the only rewrite, in a
+runtime copy of the repository, is the instance kind: KIND_GPU becomes KIND_CPU because the
+local backend build has no GPU support. The repository itself is left untouched.
 
 The python backend stub embeds an isolated interpreter that ignores PYTHONPATH, so each
 python model in the runtime copy starts with a short header that puts this
@@ -32,11 +32,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from google.protobuf import text_format
 
 from .repository import read_config
+from .triton_backend import BackendError, OnnxruntimeBackend, find_backend
 
 log = logging.getLogger(__name__)
 
 SITE_PACKAGES_ENV = "MODEL_SELECTOR_SITE_PACKAGES"
-ADAPTER_SOURCE = Path(__file__).parent / "local_onnx_model.py"
 SYS_PATH_HEADER = f'''# Added by `model-selector serve`: the backend stub's embedded Python ignores PYTHONPATH.
 import os as _os, site as _site, sys as _sys
 _before = list(_sys.path)
@@ -69,6 +69,7 @@ class TritonInstall:
     libs: Path
     python_backend: Path
     stub: Path
+    onnxruntime: OnnxruntimeBackend
 
 
 def find_triton() -> TritonInstall:
@@ -79,11 +80,16 @@ def find_triton() -> TritonInstall:
                          "which brings the nvidia-pytriton wheel) or serve with the Docker image in docker/") from None
     root = Path(pytriton.__file__).parent / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        onnxruntime = find_backend()
+    except BackendError as err:
+        raise ServeError(str(err)) from None
     install = TritonInstall(
         server=root / "bin" / "tritonserver",
         libs=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
         python_backend=root / "backends" / "python",
         stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        onnxruntime=onnxruntime,
     )
     for path in (install.server, install.python_backend / "libtriton_python.so", install.stub):
         if not path.exists():
@@ -142,26 +148,26 @@ def _link_files(source: Path, target: Path, skip: set[str]) -> None:
             (target / item.name).symlink_to(item.resolve())
 
 
-def materialise(repository: Path, runtime: Path) -> Path:
-    """Write the local runtime copy of `repository` under `runtime`; returns the models directory."""
+def materialise(repository: Path, runtime: Path, gpu: bool = False) -> Path:
+    """Write the local runtime copy of `repository` under `runtime`; returns the models directory.
+
+    ONNX models keep their production config, on a backend without GPU support with KIND_CPU
+    instances; python models get the site-packages header."""
     models = runtime / "models"
-    adapter = ADAPTER_SOURCE.read_text()
     for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         config = read_config(model_dir / "config.pbtxt")
         target = models / model_dir.name
         (target / "1").mkdir(parents=True)
-        if config.backend == "onnxruntime":
-            config.backend = "python"
-            instances = sum(group.count or 1 for group in config.instance_group) or 1
-            config.ClearField("instance_group")
-            config.ClearField("optimization")
-            config.ClearField("model_warmup")
-            config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
-            (target / "1" / "model.py").write_text(SYS_PATH_HEADER + adapter)
-            _link_files(model_dir / "1", target / "1", skip={"model.py"})
+        skip = set()
+        if config.backend == "onnxruntime" and not gpu:
+            for group in config.instance_group:
+                if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+                    group.kind = mc.ModelInstanceGroup.KIND_CPU
+                    group.ClearField("gpus")
         elif config.backend == "python":
             (target / "1" / "model.py").write_text(SYS_PATH_HEADER + (model_dir / "1" / "model.py").read_text())
-            _link_files(model_dir / "1", target / "1", skip={"model.py"})
+            skip.add("model.py")
+        _link_files(model_dir / "1", target / "1", skip=skip)
         (target / "config.pbtxt").write_text(text_format.MessageToString(config))
     return models
 
@@ -174,6 +180,7 @@ def _backend_dir(install: TritonInstall, runtime: Path) -> Path:
         if item.is_file():
             (python / item.name).symlink_to(item)
     (python / "triton_python_backend_stub").symlink_to(install.stub)
+    (backends / "onnxruntime").symlink_to(install.onnxruntime.directory)
     return backends
 
 
@@ -203,7 +210,8 @@ class LocalTritonServer:
     """A tritonserver process over a runtime copy of the repository; a context manager."""
 
     def __init__(self, repository: Path, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: int = 8000,
-                 metrics_port: int = 8002, log_file: Path | None = None, watchdog: bool = True):
+                 metrics_port: int = 8002, log_file: Path | None = None, watchdog: bool = True,
+                 log_verbose: int = 0):
         self.repository = Path(repository)
         self.host = host
         self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
@@ -211,6 +219,7 @@ class LocalTritonServer:
         self.log_file = log_file or self.runtime / "tritonserver.log"
         self.process: subprocess.Popen | None = None
         self.use_watchdog = watchdog
+        self.log_verbose = log_verbose
         self.watchdog = None
 
     @classmethod
@@ -226,7 +235,10 @@ class LocalTritonServer:
     def start(self, timeout: float = 300.0) -> None:
         check_built(self.repository)
         install = find_triton()
-        models = materialise(self.repository, self.runtime)
+        models = materialise(self.repository, self.runtime, gpu=install.onnxruntime.info["gpu"])
+        log.info("onnxruntime backend: Triton %s built against onnxruntime %s from %s sources (%s)",
+                 install.onnxruntime.info["triton_release"], install.onnxruntime.info["onnxruntime"],
+                 install.onnxruntime.info["origin"]["kind"], install.onnxruntime.directory)
         command = [
             str(install.server),
             f"--model-repository={models}",
@@ -236,7 +248,7 @@ class LocalTritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--model-control-mode=explicit", "--load-model=*",
             "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
-            "--exit-on-error=true", "--log-verbose=0",
+            "--exit-on-error=true", f"--log-verbose={self.log_verbose}",
         ]
         log.info("starting tritonserver (log: %s)", self.log_file)
         with open(self.log_file, "ab") as log_fh:
