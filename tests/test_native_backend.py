@@ -4,6 +4,7 @@ profile loaded by a real tritonserver with only the instance kind rewritten."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -126,6 +127,18 @@ def test_damaged_or_incomplete_sources_are_refused_by_name(tmp_path):
     (tmp_path / triton_backend.SOURCES[2].archive).unlink()
     with pytest.raises(BackendError, match=rf"{triton_backend.SOURCES[2].archive} missing; TRITON_BACKEND_SOURCES"):
         triton_backend._local_archives(tmp_path)
+
+
+def test_build_backend_reports_bad_sources_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "model_selector.cli", "build-backend", "--force", "--sources",
+                           str(tmp_path / "absent")], capture_output=True, text=True,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "onnxruntime_backend-r24.10.tar.gz" in done.stderr and "TRITON_BACKEND_SOURCES" in done.stderr
 
 
 def test_a_missing_build_tool_gets_one_install_command(monkeypatch, tmp_path):

@@ -529,10 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     from .lifecycle import ReloadError
     from .reference_selectors import ArtifactError
     from .serve import ServeError
+    from .triton_backend import BackendError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, ServeError, ReloadError, ArtifactError, RouterUnavailable, ValueError) as err:
+    except (ConfigError, DataError, ServeError, ReloadError, ArtifactError, RouterUnavailable, BackendError,
+            ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
