@@ -53,10 +53,21 @@ def test_duplicate_decision_name(raw):
 
 
 def test_unknown_algorithm(raw):
-    raw["decisions"][2]["algorithm"] = {"type": "mlp"}
+    raw["decisions"][2]["algorithm"] = {"type": "transformer"}
     message = _error(raw)
-    assert "decision 'science_decision'" in message and "unknown algorithm 'mlp'" in message
-    assert "knn, kmeans, svm" in message
+    assert "decision 'science_decision'" in message and "unknown algorithm 'transformer'" in message
+    assert "knn, kmeans, svm, mlp" in message
+
+
+def test_the_reference_mlp_algorithm_is_accepted(raw):
+    """The reference's current e2e profile routes math and code with `type: mlp`."""
+    raw["decisions"][0]["algorithm"] = {"type": "mlp"}
+    raw["model_selection"]["mlp"] = {"hidden_sizes": [256, 128], "alpha": 0.01}
+    config = parse_config(raw, "router.yaml")
+    assert config.decisions[0].algorithm.type == "mlp"
+    assert config.model_selection.mlp.hidden_sizes == (256, 128)
+    raw["model_selection"]["mlp"] = {"hidden_sizes": [0]}
+    assert "hidden_sizes" in _error(raw)
 
 
 @pytest.mark.parametrize("rules, expected", [

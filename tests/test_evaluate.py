@@ -124,7 +124,7 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
     assert set(baselines["single"]) == set(catalog)
     assert baselines["best_single"]["quality"] == max(s["quality"] for s in baselines["single"].values())
     assert baselines["oracle"]["quality"] >= baselines["best_single"]["quality"]
-    for name in ("configured", "knn", "kmeans", "svm"):
+    for name in ("configured", "knn", "kmeans", "svm", "mlp"):
         router = report["routers"][name]
         assert set(router) == {"quality", "cost_per_1k", "distribution", "interval_95", "curve"}
         assert sum(router["distribution"].values()) == 48

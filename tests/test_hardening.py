@@ -363,6 +363,34 @@ def test_live_reload_of_router_yaml_and_selectors_loses_nothing(own_server, own_
                         f"{len(traffic.outcomes)} requests, 0 failures")
 
 
+def test_a_decision_with_the_mlp_algorithm_routes_as_in_process(own_server, own_repository, tmp_path):
+    """`algorithm: {type: mlp}`, as the reference's current e2e profile sets for math, served live:
+    the served ensemble picks what the same graphs and decision engine pick in-process."""
+    from model_selector.evaluate import InProcessRouter
+
+    original = (own_repository / repo.DECISION / repo.VERSION / "router.yaml").read_text()
+    data = yaml.safe_load(CONFIG.read_text())
+    data["decisions"][0]["algorithm"] = {"type": "mlp"}
+    mlp_config = tmp_path / "router.yaml"
+    mlp_config.write_text(yaml.safe_dump(data, sort_keys=False))
+    queries = [MATH, "Solve for x: 3x + 7 = 22", "What is the integral of 1/x?", "Prove that the square root of 2 "
+               "is irrational."]
+    try:
+        reload_config(own_server.grpc_url, mlp_config, own_repository)
+        with RouterClient(own_server.grpc_url) as client:
+            served = client.select(queries)
+        in_process = InProcessRouter(own_repository)
+        expected = [in_process.route_query(q) for q in queries]
+    finally:
+        original_path = tmp_path / "original.yaml"
+        original_path.write_text(original)
+        reload_config(own_server.grpc_url, original_path, own_repository)
+    math = [r for r in served if r.decision == "math_decision"]
+    assert len(math) >= 3 and {r.algorithm for r in math} == {"mlp"}
+    assert [(r.decision, r.algorithm, r.selected_model) for r in served] == \
+        [(r.decision, r.algorithm, r.selected_model) for r in expected]
+
+
 def test_a_config_the_server_cannot_load_leaves_the_old_one_serving(own_server, own_repository):
     """Bypass the client-side check: Triton itself must keep the old decision model."""
     with grpcclient.InferenceServerClient(own_server.grpc_url) as client:

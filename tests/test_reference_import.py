@@ -25,7 +25,7 @@ from model_selector import repository as repo
 from model_selector.config import DOMAINS
 from model_selector.contract import EXPECTED_TOKENS
 from model_selector.reference_selectors import (ArtifactError, download_artifacts, import_artifacts, kmeans_graph,
-                                                knn_graph, load_artifact, splice_into_heads, svm_graph)
+                                                knn_graph, load_artifact, mlp_graph, splice_into_heads, svm_graph)
 
 DATA = Path(__file__).parent / "data" / "reference"
 REFERENCE_MODELS = ["codellama-7b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b"]
@@ -176,6 +176,79 @@ def test_an_svm_file_without_the_trained_arrays_is_refused(tmp_path):
         load_artifact("svm", path)
 
 
+# --- MLP: the reference's network, layer by layer --------------------------------------
+
+def write_reference_mlp(path: Path, feature_dim: int, hidden: list[int], models: list[str], seed: int) -> dict:
+    """`mlp_model.json` as the reference's trainer writes it, with generated weights: Linear, ReLU,
+    BatchNorm1d (running statistics), Dropout per hidden layer, then the output Linear."""
+    rng = np.random.default_rng(seed)
+    layers, width = [], feature_dim
+    for size in hidden:
+        layers += [{"type": "linear", "in_features": width, "out_features": size,
+                    "weight": rng.normal(0, 1 / np.sqrt(width), (size, width)).tolist(),
+                    "bias": rng.normal(0, 0.1, size).tolist()},
+                   {"type": "relu"},
+                   {"type": "batch_norm", "num_features": size, "weight": rng.uniform(0.5, 1.5, size).tolist(),
+                    "bias": rng.normal(0, 0.1, size).tolist(), "running_mean": rng.uniform(0, 0.5, size).tolist(),
+                    "running_var": rng.uniform(0.05, 0.5, size).tolist(), "eps": 1e-5},
+                   {"type": "dropout", "p": 0.1}]
+        width = size
+    layers.append({"type": "linear", "in_features": width, "out_features": len(models),
+                   "weight": rng.normal(0, 1 / np.sqrt(width), (len(models), width)).tolist(), "bias": None})
+    artifact = {"algorithm": "mlp", "trained": True, "model_names": models, "feature_dim": feature_dim,
+                "n_classes": len(models), "hidden_sizes": hidden, "dropout": 0.1, "layers": layers,
+                "learning_rate": 0.001, "epochs": 100, "batch_size": 32}
+    path.write_text(json.dumps(artifact))
+    return artifact
+
+
+def reference_mlp_rule(features: np.ndarray, artifact: dict) -> list[str]:
+    """The reference's inference, re-implemented from its description: f32, dropout as identity,
+    batch norm with running statistics, argmax with the last maximum winning a tie."""
+    h = features.astype(np.float32)
+    for layer in artifact["layers"]:
+        if layer["type"] == "linear":
+            h = h @ np.asarray(layer["weight"], dtype=np.float32).T
+            if layer["bias"] is not None:
+                h = h + np.asarray(layer["bias"], dtype=np.float32)
+        elif layer["type"] == "relu":
+            h = np.maximum(h, 0)
+        elif layer["type"] == "batch_norm":
+            f = {k: np.asarray(layer[k], dtype=np.float32) for k in ("weight", "bias", "running_mean", "running_var")}
+            h = (h - f["running_mean"]) / np.sqrt(f["running_var"] + np.float32(layer["eps"])) * f["weight"] + f["bias"]
+    last_max = h.shape[1] - 1 - np.argmax(h[:, ::-1], axis=1)
+    return [artifact["model_names"][i] for i in last_max]
+
+
+@pytest.mark.parametrize("hidden", [[32, 16], [8]], ids=["the reference's shape, smaller", "one hidden layer"])
+def test_a_reference_mlp_artifact_chooses_like_the_reference(tmp_path, hidden):
+    dim = 20
+    artifact = write_reference_mlp(tmp_path / "mlp_model.json", dim + len(DOMAINS), hidden, REFERENCE_MODELS, seed=7)
+    graph = mlp_graph(load_artifact("mlp", tmp_path / "mlp_model.json"), CATALOG, dim)
+    embedding, domain_probs = random_inputs(2000, dim, seed=8)
+    expected = reference_mlp_rule(reference_features(embedding, domain_probs), artifact)
+    assert choose(graph, embedding, domain_probs) == expected
+    assert len(set(expected)) == len(REFERENCE_MODELS)
+    allowed = REFERENCE_MODELS[1:3]  # a decision's modelRefs: the best of the allowed logits
+    masked = choose(graph, embedding, domain_probs, allowed)
+    assert set(masked) <= set(allowed) and len(set(masked)) == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda a: a["layers"].insert(1, {"type": "gelu"}), r"layers\[1\]: type 'gelu'; expected one of linear"),
+    (lambda a: a["layers"][0].update(weight=[[0.0] * 3] * 8), r"layers\[0\]: takes 3 inputs but the layer before gives 34"),
+    (lambda a: a["layers"][2].update(running_var=[1.0]), r"layers\[2\]: weight, bias, running_mean and running_var"),
+    (lambda a: a.update(model_names=REFERENCE_MODELS[:3]), r"ends with 4 outputs but `model_names` names 3"),
+    (lambda a: a.pop("layers"), r"no `layers`"),
+], ids=["unknown layer", "wrong width", "batch norm size", "names", "no layers"])
+def test_a_malformed_mlp_artifact_is_refused_with_the_layer_named(tmp_path, damage, message):
+    artifact = write_reference_mlp(tmp_path / "mlp_model.json", 20 + len(DOMAINS), [8], REFERENCE_MODELS, seed=9)
+    damage(artifact)
+    (tmp_path / "mlp_model.json").write_text(json.dumps(artifact))
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact("mlp", tmp_path / "mlp_model.json")
+
+
 # --- Into a repository ------------------------------------------------------------------
 
 def test_import_refuses_a_repository_on_another_backbone(built_repository, tmp_path):
@@ -219,10 +292,10 @@ def test_imported_selectors_splice_into_router_heads(built_repository, tmp_path)
     input_ids, attention_mask = embedder.tokenizer.encode(queries)
     embedding = embedder.embed_batch(queries)
     feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "embedding": embedding}
-    names = ["domain_probs", "knn_scores", "kmeans_scores", "svm_scores", EXPECTED_TOKENS]
+    names = ["domain_probs", "knn_scores", "kmeans_scores", "svm_scores", "mlp_scores", EXPECTED_TOKENS]
     before = dict(zip(names, ort.InferenceSession(heads.SerializeToString()).run(names, feeds)))
     after = dict(zip(names, ort.InferenceSession(spliced.SerializeToString()).run(names, feeds)))
-    for name in ("domain_probs", "knn_scores", "svm_scores", EXPECTED_TOKENS):
+    for name in ("domain_probs", "knn_scores", "svm_scores", "mlp_scores", EXPECTED_TOKENS):
         np.testing.assert_array_equal(before[name], after[name])
     expected = reference_kmeans_rule(reference_features(embedding, before["domain_probs"]), artifact)
     assert [catalog[i] for i in np.argmax(after["kmeans_scores"], axis=1)] == expected

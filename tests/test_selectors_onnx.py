@@ -6,14 +6,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, SvmSettings, load_config
+from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, SvmSettings, load_config
 from model_selector.contract import EXPECTED_TOKENS
 from model_selector.data import load_mmlu_pro, load_natural_prompts, split_train_test
 from model_selector.embed import OnnxEmbedder
 from model_selector.onnx_graphs import int8_similarity, quantize_keys
 from model_selector.tokenization import token_counts
 from model_selector.train import (DomainPrior, LabelledRows, domain_quality_table, fit_model_svms, svm_selector_from,
-                                  tfidf, train_domain_classifier, train_kmeans, train_knn, with_typical_tokens)
+                                  tfidf, train_domain_classifier, train_kmeans, train_knn, train_mlp,
+                                  with_typical_tokens)
 
 from .conftest import CONFIG
 
@@ -157,6 +158,31 @@ def test_svm_onnx_matches_scikit_learn_probabilities(data, prior, test_probs):
     blended = svm_selector_from(fitted, settings.model_copy(update={"domain_prior_weight": 0.6}), x.shape[1], prior)
     np.testing.assert_allclose(run_onnx(blended.to_onnx(), embedding=x_test, domain_probs=test_probs),
                                DomainPrior(prior, 0.6).blend(expected, test_probs), atol=1e-4)
+
+
+@pytest.mark.parametrize("hidden", [(32,), (48, 16)], ids=["one hidden layer", "two hidden layers"])
+def test_mlp_onnx_matches_scikit_learn_per_model_probabilities(data, prior, test_probs, hidden):
+    """The MLP predicts each model's chance of a right answer (multi-label), not one class, so
+    masking to a decision's models and the cost trade-off work as for the other selectors."""
+    from sklearn.neural_network import MLPClassifier
+
+    _, x, train, x_test, _ = data
+    settings = MlpSettings(hidden_sizes=hidden, max_iter=20, domain_prior_weight=0.0)
+    mlp = train_mlp(x, train.performance, settings, prior)
+    twin = MLPClassifier(hidden_layer_sizes=hidden, alpha=settings.alpha, max_iter=20, random_state=settings.seed)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        twin.fit(x, (train.performance >= 0.5).astype(int))
+    expected = twin.predict_proba(x_test)
+    assert expected.shape == (len(x_test), len(train.model_names))
+    np.testing.assert_allclose(mlp.own(x_test), expected, atol=1e-5)
+    got = run_onnx(mlp.to_onnx(), embedding=x_test, domain_probs=test_probs)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    blended = train_mlp(x, train.performance, settings.model_copy(update={"domain_prior_weight": 0.6}), prior)
+    np.testing.assert_allclose(run_onnx(blended.to_onnx(), embedding=x_test, domain_probs=test_probs),
+                               DomainPrior(prior, 0.6).blend(expected, test_probs), atol=1e-5)
 
 
 def test_domain_classifier_onnx_matches_numpy(data, classifier):

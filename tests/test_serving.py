@@ -31,7 +31,7 @@ def test_route_returns_every_header(server):
     assert headers["x-vsr-selected-model"] in config.model_names
     assert headers["x-selected-model"] == headers["x-vsr-selected-model"]
     assert headers["x-vsr-selected-decision"] in {d.name for d in config.decisions} | {""}
-    assert headers["x-vsr-selected-algorithm"] in {"knn", "kmeans", "svm", "single", "default"}
+    assert headers["x-vsr-selected-algorithm"] in {"knn", "kmeans", "svm", "mlp", "single", "default"}
     assert re.fullmatch(r"[01]\.\d{4}", headers["x-vsr-selected-confidence"])
 
 

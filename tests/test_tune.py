@@ -46,7 +46,7 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     raw["model_selection"]["svm"]["max_train"] = 1000
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump(raw))
-    report = tune(config, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;prior=0,0.75"),
+    report = tune(config, built_repository, budget=0.3, grid=grid_from("knn=10,50;kmeans=8;svm=1;mlp=0.1;prior=0,0.75"),
                   folds=2)
     for algorithm, rows in report["sweeps"].items():
         assert report["best"][algorithm]["budget_score"] == max(r["budget_score"] for r in rows)
@@ -56,7 +56,7 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     cv = report["cross_validation"]
     assert cv["questions"] == report["split"]["fit"] + report["split"]["validation"]
     routers = report["routers"]["routers"]
-    assert set(routers) == {"configured", "knn", "kmeans", "svm"}
+    assert set(routers) == {"configured", "knn", "kmeans", "svm", "mlp"}
     recommended = report["routers"]["recommended"]
     best = max(r["budget_score"] for r in routers.values())
     assert routers[recommended]["budget_score"] == best or (
@@ -79,7 +79,7 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     assert routers["configured"]["budget_score"] > references["plain kmeans"]["budget_score"]
     skill = report["prediction_skill"]
     assert skill["best_single_model"] == "gpt-4o-2024-05-13"
-    assert set(skill["skill"]) == {"domain prior", "plain kmeans", "knn", "kmeans", "svm"}
+    assert set(skill["skill"]) == {"domain prior", "plain kmeans", "knn", "kmeans", "svm", "mlp"}
     # On MMLU-Pro the domain says something about who answers right, held out or not.
     assert all(0 < row["best_single"] < 1 and 0 < row["mean"] < 1 for row in skill["skill"].values())
     write_tuning_report(report, tmp_path / "out", "model-selector tune")

@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a built repository: its embedding model and tokenizer are used")
     p.add_argument("--budget", type=float, default=0.33,
                    help="cost budget for the default cost weight, as a fraction of the best single model's cost")
-    p.add_argument("--grid", default=None, help="settings to try, e.g. 'knn=10,20;kmeans=8,16;svm=1;prior=0,0.5'")
+    p.add_argument("--grid", default=None, help="settings to try, e.g. 'knn=10,20;kmeans=8,16;svm=1;mlp=0.1;prior=0,0.5'")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the algorithm and cost weight")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("reports/tuning"))

@@ -18,13 +18,15 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from .contract import SELECTOR_ALGORITHMS
+
 log = logging.getLogger(__name__)
 
 DOMAINS: tuple[str, ...] = (
     "biology", "business", "chemistry", "computer science", "economics", "engineering",
     "health", "history", "law", "math", "other", "philosophy", "physics", "psychology",
 )
-ALGORITHMS: tuple[str, ...] = ("knn", "kmeans", "svm")
+ALGORITHMS: tuple[str, ...] = SELECTOR_ALGORITHMS
 OPERATORS: tuple[str, ...] = ("AND", "OR", "NOT")
 
 
@@ -108,10 +110,21 @@ class SvmSettings(_Strict):
     seed: int = 42
 
 
+class MlpSettings(_Strict):
+    """A multi-output perceptron: each model's probability of a correct answer (ReLU hidden
+    layers, sigmoid outputs), trained with L2 penalty `alpha` for `max_iter` epochs of Adam."""
+    hidden_sizes: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = Field(default=(128,), min_length=1)
+    alpha: float = Field(default=0.1, ge=0)
+    max_iter: int = Field(default=30, ge=1, le=2000)
+    domain_prior_weight: float = Field(default=0.5, ge=0, le=1)
+    seed: int = 42
+
+
 class SelectorSettings(_Strict):
     knn: KnnSettings = KnnSettings()
     kmeans: KmeansSettings = KmeansSettings()
     svm: SvmSettings = SvmSettings()
+    mlp: MlpSettings = MlpSettings()
 
 
 class DomainCondition(_Strict):

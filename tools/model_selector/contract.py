@@ -4,7 +4,9 @@ Kept free of heavy imports: the python models load it inside the serving image.
 """
 
 ENSEMBLE = "model_selector"
-SELECTOR_ALGORITHMS = ("knn", "kmeans", "svm")
+# Every selector algorithm: a `<algorithm>_scores` output of router_heads, a `type` of a
+# decision's algorithm, a row of evaluate and tune.
+SELECTOR_ALGORITHMS = ("knn", "kmeans", "svm", "mlp")
 ENSEMBLE_OUTPUTS = ("selected_model", "decision", "domain", "domain_confidence", "algorithm", "confidence")
 STRING_OUTPUTS = ("selected_model", "decision", "domain", "algorithm")
 # router_heads -> decision: each catalog model's expected answer length for the query (KNN

@@ -273,6 +273,22 @@ def rbf_svm_probabilities(vectors: np.ndarray, dual_coef: np.ndarray, intercept:
     return make_model(nodes, [_embedding_input(dim)], [out], inits, "svm_selector")
 
 
+def mlp_probabilities(weights: list[np.ndarray], biases: list[np.ndarray], output: str = "scores") -> onnx.ModelProto:
+    """ReLU hidden layers and a sigmoid output per model: P(correct) for each catalog model."""
+    inits: dict[str, np.ndarray] = {}
+    nodes, h = [], "embedding"
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        inits[f"w{i}"], inits[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        nodes += [helper.make_node("MatMul", [h, f"w{i}"], [f"z{i}_raw"]),
+                  helper.make_node("Add", [f"z{i}_raw", f"b{i}"], [f"z{i}"])]
+        if i < len(weights) - 1:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            h = f"h{i}"
+    nodes.append(helper.make_node("Sigmoid", [f"z{len(weights) - 1}"], [output]))
+    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", weights[-1].shape[1]])
+    return make_model(nodes, [_embedding_input(weights[0].shape[0])], [out], inits, "mlp_selector")
+
+
 SHARED_TENSORS = ("input_ids", "attention_mask", "embedding", "domain_probs")
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .contract import SELECTOR_ALGORITHMS
+
 REFERENCE_KEYS = ("routing", "providers", "global")
 # Per-million-token output price keys seen in the reference's `pricing` blocks.
 PRICE_KEYS = ("completion_per_1m", "output_per_1m", "completion", "output")
@@ -126,8 +128,9 @@ def _selection(ml: Any, mapping: Mapping, where: str) -> dict:
             mapping.notes.append(f"{where}.models_path: pretrained selectors are imported once with "
                                  f"`model-selector import --from {block}`")
             continue
-        if algorithm not in ("knn", "kmeans", "svm") or not isinstance(block, dict):
-            mapping.notes.append(f"{where}.{algorithm}: no such selector here (knn, kmeans, svm); ignored")
+        if algorithm not in SELECTOR_ALGORITHMS or not isinstance(block, dict):
+            mapping.notes.append(f"{where}.{algorithm}: no such selector here ({', '.join(SELECTOR_ALGORITHMS)}); "
+                                 "ignored")
             continue
         settings: dict[str, Any] = {}
         for key, value in block.items():
@@ -139,6 +142,9 @@ def _selection(ml: Any, mapping: Mapping, where: str) -> dict:
             elif key == "pretrained_path":
                 mapping.notes.append(f"{where}.{algorithm}.pretrained_path: import it with "
                                      f"`model-selector import --from {str(value).rsplit('/', 1)[0] or '.'}`")
+            elif (algorithm, key) == ("mlp", "device"):
+                mapping.notes.append(f"{where}.mlp.device: the MLP runs inside router_heads, on the device of "
+                                     "its config.pbtxt (build --device)")
             elif (algorithm, key) == ("svm", "kernel"):
                 if str(value).lower() != "rbf":
                     mapping.problems.append(f"{where}.svm.kernel {value!r}: our SVM selector is RBF only")

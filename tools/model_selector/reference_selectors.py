@@ -1,7 +1,7 @@
 """`model-selector import`: vLLM Semantic Router's pretrained selectors as ONNX graphs.
 
-The reference stores its KNN, KMeans and SVM selectors as JSON (`knn_model.json`,
-`kmeans_model.json`, `svm_model.json`; Hugging Face repo
+The reference stores its KNN, KMeans, SVM and MLP selectors as JSON (`knn_model.json`,
+`kmeans_model.json`, `svm_model.json`, `mlp_model.json`; Hugging Face repo
 `abdallah1008/semantic-router-ml-models`). They work on the reference's features: the
 1024-d Qwen3-Embedding-0.6B vector followed by a 14-d one-hot of the query's domain, in
 the order of `config.DOMAINS` (the reference's category list). Each graph here computes
@@ -20,6 +20,10 @@ that the decision step's masked argmax picks what the reference picks:
   `intercept`: one-vs-one votes, ties to the lower class index as libsvm does. The
   reference itself serves `rbf_classifiers` with every alpha set to 1 and one shared
   rho, which is not the SVM it trained; we serve the trained one.
+- MLP: the file's `layers` in order, as the reference runs them: linear, ReLU, batch norm
+  with its running statistics, dropout as identity, in fp32. Score = the output logit of
+  each model, so the masked argmax picks the reference's choice (it breaks exact ties
+  toward the last model; the decision step's rule breaks them here).
 
 Models the catalog has but an artifact does not know score -1e9: they are chosen only
 when a decision allows nothing else. Imported scores are votes, not qualities, so the
@@ -45,7 +49,9 @@ from .onnx_graphs import copy_renamed, make_model
 log = logging.getLogger(__name__)
 
 HUB_REPO = "abdallah1008/semantic-router-ml-models"
-ARTIFACT_FILES = {"knn": "knn_model.json", "kmeans": "kmeans_model.json", "svm": "svm_model.json"}
+ARTIFACT_FILES = {"knn": "knn_model.json", "kmeans": "kmeans_model.json", "svm": "svm_model.json",
+                  "mlp": "mlp_model.json"}
+MLP_LAYER_TYPES = ("linear", "relu", "batch_norm", "dropout")
 REFERENCE_BACKBONE = "qwen3-0.6b"
 REFERENCE_EMBEDDING_DIM = 1024
 UNKNOWN_MODEL_SCORE = -1e9
@@ -82,7 +88,15 @@ class SvmArtifact:
     classes: list[str]
 
 
-Artifact = KmeansArtifact | KnnArtifact | SvmArtifact
+@dataclass(frozen=True)
+class MlpArtifact:
+    layers: list[dict]  # checked, in order; arrays as float32: linear {weight [out, in], bias [out]},
+    # batch_norm {weight, bias, running_mean, running_var, eps}, relu {}, dropout {}
+    model_names: list[str]  # output order
+    feature_dim: int
+
+
+Artifact = KmeansArtifact | KnnArtifact | SvmArtifact | MlpArtifact
 
 
 def _matrix(data: dict, key: str, where: str) -> np.ndarray:
@@ -144,7 +158,48 @@ def load_artifact(algorithm: str, path: Path) -> Artifact:
             raise ArtifactError(f"{where}: support_vectors, dual_coef, intercept, n_support and classes do not "
                                 "describe one multi-class SVC")
         return SvmArtifact(kernel, float(data.get("gamma", 1.0)), vectors, dual, intercept, n_support, classes)
+    if algorithm == "mlp":
+        return _load_mlp(data, where)
     raise ArtifactError(f"unknown algorithm {algorithm!r}")
+
+
+def _load_mlp(data: dict, where: str) -> MlpArtifact:
+    names, layers = data.get("model_names"), data.get("layers")
+    if not isinstance(names, list) or not names:
+        raise ArtifactError(f"{where}: no `model_names` (the output order of the network)")
+    if not isinstance(layers, list) or not layers:
+        raise ArtifactError(f"{where}: no `layers` (the network's nn.Sequential, in order)")
+    checked: list[dict] = []
+    width = data.get("feature_dim")
+    for i, layer in enumerate(layers):
+        at = f"{where}: layers[{i}]"
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind not in MLP_LAYER_TYPES:
+            raise ArtifactError(f"{at}: type {kind!r}; expected one of {', '.join(MLP_LAYER_TYPES)}")
+        if kind == "linear":
+            weight = _matrix(layer, "weight", at)
+            bias = np.zeros(weight.shape[0]) if layer.get("bias") is None else _matrix(layer, "bias", at)
+            if weight.ndim != 2 or bias.shape != (weight.shape[0],):
+                raise ArtifactError(f"{at}: `weight` must be [out_features][in_features] and `bias` [out_features]")
+            if width is not None and weight.shape[1] != width:
+                raise ArtifactError(f"{at}: takes {weight.shape[1]} inputs but the layer before gives {width}")
+            width = weight.shape[0]
+            checked.append({"type": kind, "weight": weight.astype(np.float32), "bias": bias.astype(np.float32)})
+        elif kind == "batch_norm":
+            stats = {key: _matrix(layer, key, at).astype(np.float32)
+                     for key in ("weight", "bias", "running_mean", "running_var")}
+            if width is None or any(v.shape != (width,) for v in stats.values()):
+                raise ArtifactError(f"{at}: weight, bias, running_mean and running_var must have one entry per "
+                                    f"feature of the layer before ({width})")
+            checked.append({"type": kind, **stats, "eps": np.float32(layer.get("eps", 1e-5))})
+        else:
+            checked.append({"type": kind})
+    linears = [layer for layer in checked if layer["type"] == "linear"]
+    if not linears:
+        raise ArtifactError(f"{where}: the network has no linear layer")
+    if width != len(names):
+        raise ArtifactError(f"{where}: the network ends with {width} outputs but `model_names` names {len(names)}")
+    return MlpArtifact(checked, [str(m) for m in names], int(linears[0]["weight"].shape[1]))
 
 
 def artifact_models(artifact: Artifact) -> set[str]:
@@ -152,6 +207,8 @@ def artifact_models(artifact: Artifact) -> set[str]:
         return set(artifact.cluster_models)
     if isinstance(artifact, KnnArtifact):
         return set(artifact.labels)
+    if isinstance(artifact, MlpArtifact):
+        return set(artifact.model_names)
     return set(artifact.classes)
 
 
@@ -160,6 +217,8 @@ def artifact_feature_dim(artifact: Artifact) -> int:
         return artifact.centroids.shape[1]
     if isinstance(artifact, KnnArtifact):
         return artifact.embeddings.shape[1]
+    if isinstance(artifact, MlpArtifact):
+        return artifact.feature_dim
     return artifact.support_vectors.shape[1]
 
 
@@ -313,7 +372,36 @@ def svm_graph(artifact: SvmArtifact, catalog: list[str], embedding_dim: int) -> 
     return g.model("svm_scores", catalog, "reference_svm")
 
 
-GRAPH_BUILDERS = {"kmeans": kmeans_graph, "knn": knn_graph, "svm": svm_graph}
+def mlp_graph(artifact: MlpArtifact, catalog: list[str], embedding_dim: int) -> onnx.ModelProto:
+    g = _Graph(embedding_dim)
+    h = "features"
+    for i, layer in enumerate(artifact.layers):
+        kind = layer["type"]
+        if kind == "linear":
+            g.inits[f"w{i}"], g.inits[f"b{i}"] = layer["weight"].T.copy(), layer["bias"]
+            g.node("MatMul", [h, f"w{i}"], [f"l{i}_raw"])
+            g.node("Add", [f"l{i}_raw", f"b{i}"], [f"l{i}"])
+        elif kind == "relu":
+            g.node("Relu", [h], [f"l{i}"])
+        elif kind == "batch_norm":  # torch's eval-mode formula, step by step in fp32
+            g.inits[f"mean{i}"] = layer["running_mean"]
+            g.inits[f"std{i}"] = np.sqrt(layer["running_var"] + layer["eps"]).astype(np.float32)
+            g.inits[f"gain{i}"], g.inits[f"shift{i}"] = layer["weight"], layer["bias"]
+            g.node("Sub", [h, f"mean{i}"], [f"l{i}_centred"])
+            g.node("Div", [f"l{i}_centred", f"std{i}"], [f"l{i}_normed"])
+            g.node("Mul", [f"l{i}_normed", f"gain{i}"], [f"l{i}_scaled"])
+            g.node("Add", [f"l{i}_scaled", f"shift{i}"], [f"l{i}"])
+        else:  # dropout: identity at inference
+            continue
+        h = f"l{i}"
+    g.inits["output_models"] = _columns(artifact.model_names, catalog)  # [classes, M]
+    g.inits["unknown_bias"] = _unknown_bias(set(artifact.model_names), catalog)
+    g.node("MatMul", [h, "output_models"], ["logits_per_model"])
+    g.node("Add", ["logits_per_model", "unknown_bias"], ["mlp_scores"])
+    return g.model("mlp_scores", catalog, "reference_mlp")
+
+
+GRAPH_BUILDERS = {"kmeans": kmeans_graph, "knn": knn_graph, "svm": svm_graph, "mlp": mlp_graph}
 
 
 def _prune(graph: onnx.GraphProto) -> None:

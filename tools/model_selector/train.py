@@ -1,4 +1,4 @@
-"""Train the domain classifier and the KNN, KMeans and SVM selectors on embeddings.
+"""Train the domain classifier and the KNN, KMeans, SVM and MLP selectors on embeddings.
 
 Every trained object has a numpy `predict` and a `to_onnx` that is its exact transcription;
 the tests hold the two to the same choices.
@@ -7,6 +7,7 @@ the tests hold the two to the same choices.
 from __future__ import annotations
 
 import logging
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -15,12 +16,14 @@ import onnx
 from scipy import sparse
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 from tqdm import tqdm
 
 from . import onnx_graphs
-from .config import DOMAINS, KmeansSettings, KnnSettings, SelectorSettings, SvmSettings
+from .config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, SelectorSettings, SvmSettings
 from .contract import EXPECTED_TOKENS
 from .tokenization import token_counts
 
@@ -326,9 +329,39 @@ def svm_selector_from(fitted: list[CalibratedClassifierCV | float], settings: Sv
                        DomainPrior(table, settings.domain_prior_weight))
 
 
+@dataclass
+class MlpSelector(Selector):
+    weights: list[np.ndarray]  # [D, H1], [H1, H2], ..., [Hn, M]
+    biases: list[np.ndarray]
+    prior: DomainPrior
+
+    def own(self, x: np.ndarray) -> np.ndarray:
+        h = x.astype(np.float32)
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = np.maximum(h @ w + b, 0.0)
+        return 1.0 / (1.0 + np.exp(-(h @ self.weights[-1] + self.biases[-1])))
+
+    def own_onnx(self) -> onnx.ModelProto:
+        return onnx_graphs.mlp_probabilities(self.weights, self.biases)
+
+
+def train_mlp(x: np.ndarray, quality: np.ndarray, settings: MlpSettings, table: np.ndarray) -> MlpSelector:
+    """One network for every model: multi-label (correct or not per model, as the SVMs are fit),
+    so its sigmoid outputs are per-model qualities that masking and the cost trade-off can use."""
+    network = MLPClassifier(hidden_layer_sizes=settings.hidden_sizes, alpha=settings.alpha,
+                            max_iter=settings.max_iter, random_state=settings.seed)
+    with warnings.catch_warnings():
+        # A few epochs on purpose: longer training overfits the 0/1 labels (README, Routing quality).
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        network.fit(x, (quality >= 0.5).astype(int))
+    return MlpSelector([w.astype(np.float32) for w in network.coefs_],
+                       [b.astype(np.float32) for b in network.intercepts_],
+                       DomainPrior(table, settings.domain_prior_weight))
+
+
 def train_selectors(x: np.ndarray, domain_probs: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray,
                     settings: SelectorSettings, model_names: list[str]) -> dict[str, Selector]:
-    """The three selectors on the same training queries ([N, D] embeddings, [N, M] quality and
+    """Every selector on the same training queries ([N, D] embeddings, [N, M] quality and
     output tokens); the KNN selector also estimates each model's answer length."""
     table = domain_quality_table(domain_probs, quality)
     svms = fit_model_svms(x, quality, settings.svm, model_names)
@@ -336,4 +369,5 @@ def train_selectors(x: np.ndarray, domain_probs: np.ndarray, quality: np.ndarray
         "knn": train_knn(x, quality, output_tokens, settings.knn, table),
         "kmeans": train_kmeans(x, quality, settings.kmeans, table),
         "svm": svm_selector_from(svms, settings.svm, x.shape[1], table),
+        "mlp": train_mlp(x, quality, settings.mlp, table),
     }

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .build import train_classifier
-from .config import DOMAINS, KmeansSettings, KnnSettings, RouterConfig, SvmSettings, load_config
+from .config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, RouterConfig, SvmSettings, load_config
 from .contract import SELECTOR_ALGORITHMS
 from .data import DEFAULT_DATA_DIR, Benchmark, load_mmlu_pro, load_natural_prompts, split_train_test
 from .decision_engine import DecisionEngine, expected_cost_per_1k
@@ -38,7 +38,7 @@ from .embed import OnnxEmbedder
 from .evaluate import (COST_WEIGHTS, FINE_COST_WEIGHTS, HeadOutputs, cost_curve, cost_matrix, repository_embedder,
                        summarize)
 from .train import (Selector, domain_quality_table, fit_model_svms, svm_selector_from,
-                    train_kmeans, train_knn, train_selectors, with_typical_tokens)
+                    train_kmeans, train_knn, train_mlp, train_selectors, with_typical_tokens)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Grid:
     knn_k: tuple[int, ...] = (10, 20, 50, 100)
     kmeans_clusters: tuple[int, ...] = (8, 16, 32, 64)
     svm_gamma: tuple[float, ...] = (0.5, 1.0, 2.0)
+    mlp_alpha: tuple[float, ...] = (0.01, 0.1, 1.0)
     prior_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -249,7 +250,7 @@ def sweep(v: Validation, grid: Grid) -> dict[str, list[dict]]:
     """Budget score of every setting in the grid, per algorithm."""
     table = domain_quality_table(v.probs_fit, v.quality_fit)
     current = v.config.model_selection
-    results: dict[str, list[dict]] = {"knn": [], "kmeans": [], "svm": []}
+    results: dict[str, list[dict]] = {a: [] for a in SELECTOR_ALGORITHMS}
     for k in tqdm(grid.knn_k, desc="knn settings", unit="k"):
         selector = train_knn(v.x_fit, v.quality_fit, v.tokens_fit, KnnSettings(k=k), table)
         results["knn"] += _score_prior_weights(v, "knn", selector, {"k": k}, grid.prior_weights)
@@ -262,6 +263,10 @@ def sweep(v: Validation, grid: Grid) -> dict[str, list[dict]]:
         fitted = fit_model_svms(v.x_fit, v.quality_fit, settings, v.val.model_names)
         selector = svm_selector_from(fitted, settings, v.x_fit.shape[1], table)
         results["svm"] += _score_prior_weights(v, "svm", selector, {"gamma": gamma}, grid.prior_weights)
+    for alpha in tqdm(grid.mlp_alpha, desc="mlp settings", unit="alpha"):
+        settings = MlpSettings(hidden_sizes=current.mlp.hidden_sizes, alpha=alpha, max_iter=current.mlp.max_iter)
+        selector = train_mlp(v.x_fit, v.quality_fit, settings, table)
+        results["mlp"] += _score_prior_weights(v, "mlp", selector, {"alpha": alpha}, grid.prior_weights)
     return results
 
 
@@ -272,7 +277,9 @@ def configured_row(config: RouterConfig, algorithm: str) -> dict:
         return {"k": settings.knn.k, "domain_prior_weight": settings.knn.domain_prior_weight}
     if algorithm == "kmeans":
         return {"n_clusters": settings.kmeans.n_clusters, "domain_prior_weight": settings.kmeans.domain_prior_weight}
-    return {"gamma": settings.svm.gamma, "domain_prior_weight": settings.svm.domain_prior_weight}
+    if algorithm == "svm":
+        return {"gamma": settings.svm.gamma, "domain_prior_weight": settings.svm.domain_prior_weight}
+    return {"alpha": settings.mlp.alpha, "domain_prior_weight": settings.mlp.domain_prior_weight}
 
 
 def choose_setting(rows: list[dict], best: dict, configured: dict) -> dict:
@@ -501,11 +508,11 @@ def plot_cross_validation(report: dict, path: Path) -> None:
 
 
 def grid_from(spec: str | None) -> Grid:
-    """`knn=10,20;kmeans=8;svm=1;prior=0,0.5` -> a Grid; unspecified parts keep their defaults."""
+    """`knn=10,20;kmeans=8;svm=1;mlp=0.1;prior=0,0.5` -> a Grid; unspecified parts keep their defaults."""
     if not spec:
         return Grid()
     fields = {"knn": ("knn_k", int), "kmeans": ("kmeans_clusters", int), "svm": ("svm_gamma", float),
-              "prior": ("prior_weights", float)}
+              "mlp": ("mlp_alpha", float), "prior": ("prior_weights", float)}
     values = {}
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         key, _, raw = part.partition("=")
