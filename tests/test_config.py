@@ -145,6 +145,22 @@ def test_the_v03_layout_of_the_reference_is_read_and_what_is_ignored_is_said():
         assert ignored in notes
 
 
+def test_the_reference_e2e_mlp_profile_is_read(tmp_path):
+    """Its current e2e profile: `type: mlp` decisions and `ml.mlp: {device, pretrained_path}`."""
+    data = yaml.safe_load((REFERENCE_DATA / "v03_router.yaml").read_text())
+    data["routing"]["decisions"][1]["algorithm"] = {"type": "mlp"}
+    data["global"]["router"]["model_selection"]["ml"]["mlp"] = {
+        "device": "cpu", "pretrained_path": ".cache/ml-models/mlp_model.json"}
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(data))
+    report = check_config(path)
+    assert report.problems == []
+    assert report.config.decisions[1].algorithm.type == "mlp"
+    notes = "\n".join(report.notes)
+    assert "mlp.device: the MLP runs inside router_heads" in notes
+    assert "mlp.pretrained_path: import it with `model-selector import --from .cache/ml-models`" in notes
+
+
 def test_config_check_lists_every_problem(tmp_path):
     data = yaml.safe_load((REFERENCE_DATA / "v03_router.yaml").read_text())
     data["routing"]["decisions"][0]["rules"]["conditions"][0]["name"] = "computer_science"
