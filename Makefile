@@ -30,7 +30,8 @@ demo: install
 serve: build
 	$(BIN)/model-selector serve
 
-test: build
+# The tests build their own repository (with --holdout, under build/); model_repository/ is the one to serve.
+test: install
 	$(BIN)/python -m pytest
 
 clean:

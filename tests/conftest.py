@@ -1,4 +1,5 @@
-"""Shared fixtures: the built default repository and a real local tritonserver serving it."""
+"""Shared fixtures: the default repository built with --holdout (so that what the tests measure was
+never trained on) and a real local tritonserver serving it."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from model_selector.data import PROJECT_ROOT
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of load generators, not wanted in test logs
 
-REPOSITORY = PROJECT_ROOT / "model_repository"
+# Under the ignored build/ directory: the tests never write into the checkout's model_repository/.
+REPOSITORY = PROJECT_ROOT / "build" / "test_repository"
 CONFIG = PROJECT_ROOT / "configs" / "router.yaml"
 
 
 @pytest.fixture(scope="session")
 def built_repository() -> Path:
-    """The default MiniLM repository (`make build`); built here when missing or stale."""
-    build(BuildOptions(config=CONFIG, repository=REPOSITORY))
+    """The default MiniLM repository with the held-out splits kept out; built here when missing or stale."""
+    build(BuildOptions(config=CONFIG, repository=REPOSITORY, holdout=True))
     return REPOSITORY
 
 

@@ -20,7 +20,8 @@ EXAMPLE = PROJECT_ROOT / "examples" / "bring-your-own"
 @pytest.fixture(scope="module")
 def user_repository(tmp_path_factory, built_repository):
     repository = tmp_path_factory.mktemp("byo") / "model_repository"
-    build(BuildOptions(config=EXAMPLE / "router.yaml", repository=repository, records=EXAMPLE / "records.jsonl"))
+    build(BuildOptions(config=EXAMPLE / "router.yaml", repository=repository, records=EXAMPLE / "records.jsonl",
+                       holdout=True))
     return repository
 
 

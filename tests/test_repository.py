@@ -66,6 +66,8 @@ def test_manifest_records_the_build(built_repository):
     assert manifest["backbone"]["name"] == "minilm" and manifest["backbone"]["embedding_dim"] == 384
     assert len(manifest["models"]) == 10 and len(manifest["data"]["sha256"]) == 64
     assert {"onnxruntime", "scikit-learn", "numpy"} <= set(manifest["libraries"])
+    assert manifest["training"] == {"split": "holdout", "mmlu_pro_questions": 9578 - manifest["metrics"]["n_heldout"],
+                                    "natural_prompts": manifest["data"]["natural_prompts"]["train"]}
     assert manifest["metrics"]["domain_accuracy_heldout"] >= 0.84  # MMLU-Pro held out: exam questions are not lost
     # Natural prompts held out from training (data/natural_prompts, 25% by hash of the text).
     assert manifest["metrics"]["domain_accuracy_natural_validation"] >= 0.82
@@ -103,3 +105,39 @@ def test_embedding_instances_and_threads_reach_the_config_and_the_local_server(t
 
     default = repo.model_configs(repo.RepositoryShape(384, 10, 0))[repo.EMBEDDING]
     assert default.instance_group[0].count == 1 and "intra_op_thread_count" not in default.parameters
+
+
+@pytest.mark.slow
+def test_the_repository_to_serve_trains_on_every_shipped_question(built_repository, tmp_path):
+    """`model-selector build` without --holdout: every MMLU-Pro question and natural prompt teaches the
+    classifier and selectors, the manifest says so, `evaluate` refuses to score it on its own training
+    data, and it routes the demo's queries where a person would."""
+    import subprocess
+    import sys
+
+    from model_selector.build import BuildOptions, build
+    from model_selector.cli import DEMO_QUERIES
+    from model_selector.client import RouterClient
+    from model_selector.data import DEFAULT_DATA_DIR, NATURAL_PROMPTS_DIR
+    from model_selector.serve import LocalTritonServer
+
+    from .conftest import CONFIG
+
+    repository = tmp_path / "model_repository"
+    manifest = build(BuildOptions(config=CONFIG, repository=repository))
+    holdout = json.loads((built_repository / "manifest.json").read_text())
+    assert manifest["training"] == {"split": "all", "mmlu_pro_questions": 9578, "natural_prompts": 4114}
+    assert manifest["metrics"]["n_train_selectors"] > holdout["metrics"]["n_train_selectors"] + 1000
+    assert manifest["metrics"]["n_heldout"] == 0 and "domain_accuracy_heldout" not in manifest["metrics"]
+    assert manifest["metrics"]["domain_accuracy_short_questions"] >= 0.75  # never trained on, in either build
+
+    for data in (DEFAULT_DATA_DIR, NATURAL_PROMPTS_DIR):
+        done = subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--repository", str(repository),
+                               "--data", str(data), "--out", str(tmp_path / "report")], capture_output=True, text=True)
+        assert done.returncode == 2 and "trained on every shipped question" in done.stderr
+        assert "build --holdout" in done.stderr
+
+    with LocalTritonServer.on_free_ports(repository, watchdog=False) as server, RouterClient(server.grpc_url) as client:
+        decisions = [r.decision for r in client.select(DEMO_QUERIES)]
+    assert decisions == ["math_decision", "code_decision", "humanities_decision", "health_decision",
+                         "business_decision", "humanities_decision"]

@@ -22,14 +22,14 @@ from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
 from .data import (DEFAULT_DATA_DIR, DOMAIN_TOPICS, NATURAL_PROMPTS_DIR, NATURAL_PROMPTS_FILE, Benchmark,
                    LabelledPrompts, data_files, file_checksum, load_domain_topics, load_mmlu_pro,
-                   load_natural_prompts, load_records, load_short_questions, split_train_test)
+                   load_labelled_prompts, load_natural_prompts, load_records, load_short_questions, split_train_test)
 
 if TYPE_CHECKING:
     from .train import DomainClassifier
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 # The code whose changes change what a build writes.
 BUILD_MODULES = ("build", "config", "contract", "data", "embed", "export", "onnx_graphs", "repository",
                  "tokenization", "train")
@@ -61,6 +61,7 @@ class BuildOptions:
     embedding_threads: int = 0
     cache_dir: Path | None = None
     records: Path | None = None  # the user's benchmark records for the selectors (default: MMLU-Pro)
+    holdout: bool = False  # keep the held-out splits out of training, to measure on them
     force: bool = False
 
 
@@ -77,6 +78,7 @@ def _versions() -> dict[str, str]:
 def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
+                              "holdout": options.holdout,
                               "embedding_instances": options.embedding_instances,
                               "embedding_threads": options.embedding_threads,
                               "version": _versions()["model-selector"]}).encode())
@@ -235,32 +237,42 @@ def build(options: BuildOptions) -> dict:
     # With the user's records the MMLU-Pro tables only teach the domain classifier: their models may differ.
     bench = load_mmlu_pro(models if records is None else [], options.data_dir)
     train, test = split_train_test(bench)
-    log.info("data: %d questions, %d for training, %d held out", len(bench), len(train), len(test))
+    # The served repository learns from every shipped question once the choices are made; a
+    # --holdout build keeps the held-out splits out, to measure on them.
+    fit, natural_fit = (train, natural_train) if options.holdout else (
+        bench, load_labelled_prompts(Path(options.natural_prompts_dir) / NATURAL_PROMPTS_FILE))
+    log.info("data: %d MMLU-Pro questions, training on %d%s; %d natural prompts, training on %d", len(bench),
+             len(fit), f" ({len(test)} held out)" if options.holdout else " (all: build --holdout to measure)",
+             len(natural_train) + len(natural_validation), len(natural_fit))
     embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
     tokenizer = embedder.tokenizer
-    train_queries = embedder.embed(train.queries, options.cache_dir, description="train queries")
-    train_questions = embedder.embed(train.questions, options.cache_dir, description="train questions")
-    test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
+    fit_queries = embedder.embed(fit.queries, options.cache_dir, description="training queries")
+    fit_questions = embedder.embed(fit.questions, options.cache_dir, description="training questions")
 
-    classifier = train_classifier(embedder, train, train_queries, train_questions, natural_train, options.cache_dir)
-    test_probs = classifier.predict(*tokenizer.encode(test.queries), test_queries)
-    domain_accuracy = float((test_probs.argmax(axis=1) == test.category_ids()).mean())
+    classifier = train_classifier(embedder, fit, fit_queries, fit_questions, natural_fit, options.cache_dir)
     short_texts, short_labels = load_short_questions()
     short_probs = classifier.predict(*tokenizer.encode(short_texts), embedder.embed(short_texts, options.cache_dir))
-    short_accuracy = float((short_probs.argmax(axis=1) == short_labels).mean())
-    natural_metrics = _natural_validation_metrics(config, classifier, embedder, natural_validation, options.cache_dir)
-    log.info("domain classifier: %.4f accuracy on %d held-out MMLU-Pro queries, %.4f on %d natural validation "
-             "prompts (computer science recall %.4f, %.1f%% match no decision), %.4f on %d short questions",
-             domain_accuracy, len(test), natural_metrics["domain_accuracy_natural_validation"], len(natural_validation),
-             natural_metrics["computer_science_recall_natural_validation"],
-             100 * natural_metrics["unrouted_share_natural_validation"], short_accuracy, len(short_texts))
+    metrics = {"domain_accuracy_short_questions": round(float((short_probs.argmax(axis=1) == short_labels).mean()), 4)}
+    if options.holdout:
+        test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
+        test_probs = classifier.predict(*tokenizer.encode(test.queries), test_queries)
+        metrics["domain_accuracy_heldout"] = round(float((test_probs.argmax(axis=1) == test.category_ids()).mean()), 4)
+        metrics.update(_natural_validation_metrics(config, classifier, embedder, natural_validation,
+                                                   options.cache_dir))
+        log.info("domain classifier: %.4f accuracy on %d held-out MMLU-Pro queries, %.4f on %d natural validation "
+                 "prompts (computer science recall %.4f, %.1f%% match no decision)",
+                 metrics["domain_accuracy_heldout"], len(test), metrics["domain_accuracy_natural_validation"],
+                 len(natural_validation), metrics["computer_science_recall_natural_validation"],
+                 100 * metrics["unrouted_share_natural_validation"])
+    log.info("domain classifier: %.4f accuracy on %d short questions (never trained on)",
+             metrics["domain_accuracy_short_questions"], len(short_texts))
 
     if records is None:
-        complete = train.complete_rows()
-        x, quality = train_queries[complete], train.performance[complete]
-        domain_probs = classifier.predict(*tokenizer.encode([train.queries[i] for i in np.flatnonzero(complete)]), x)
-        expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
-        output_tokens = train.output_tokens[complete]
+        complete = fit.complete_rows()
+        x, quality = fit_queries[complete], fit.performance[complete]
+        domain_probs = classifier.predict(*tokenizer.encode([fit.queries[i] for i in np.flatnonzero(complete)]), x)
+        expected_tokens = {m: float(np.nanmean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
+        output_tokens = fit.output_tokens[complete]
     else:
         x = embedder.embed(records.queries, options.cache_dir, description="your queries")
         quality = records.performance
@@ -272,29 +284,32 @@ def build(options: BuildOptions) -> dict:
 
     heads = onnx_graphs.combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
     _save_onnx(heads, repository / repo.HEADS / repo.VERSION / "model.onnx")
-    profile_metrics = write_device_profile(repository, backbone, repo.RepositoryShape(
+    metrics.update(write_device_profile(repository, backbone, repo.RepositoryShape(
         dim, len(models), backbone.pad_id, options.device, backbone.max_length, options.embedding_instances,
-        options.embedding_threads), test.queries[:64])
+        options.embedding_threads), test.queries[:64]))
 
     decision_dir = repository / repo.DECISION / repo.VERSION
     shutil.copyfile(options.config, decision_dir / "router.yaml")
     (decision_dir / "selectors.json").write_text(json.dumps(
         {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
 
-    test_complete = test.complete_rows()
-    metrics = {"domain_accuracy_heldout": round(domain_accuracy, 4), **natural_metrics, **profile_metrics,
-               "domain_accuracy_short_questions": round(short_accuracy, 4), "n_train_selectors": len(x),
-               "n_heldout": len(test)}
-    for algorithm, selector in selectors.items() if records is None else ():
-        chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)
-        picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
-        metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
+    metrics.update({"n_train_selectors": len(x), "n_heldout": len(test) if options.holdout else 0})
+    if options.holdout and records is None:
+        test_complete = test.complete_rows()
+        for algorithm, selector in selectors.items():
+            chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)
+            picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
+            metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
     manifest = {
         "format": BUILD_FORMAT,
         "backbone": {"name": backbone.name, "pooling": backbone.pooling, "max_length": backbone.max_length,
                      "embedding_dim": dim, "pad_id": backbone.pad_id},
         "models": models,
         "device": options.device,
+        # Which questions the classifier and selectors learned from: "all" (the repository to serve)
+        # or "holdout" (the held-out splits kept out, so that evaluate and the metrics measure on them).
+        "training": {"split": "holdout" if options.holdout else "all",
+                     "mmlu_pro_questions": len(fit), "natural_prompts": len(natural_fit)},
         "data": {"files": [p.name for p in data_files(options.data_dir)],
                  "sha256": file_checksum(*data_files(options.data_dir)),
                  "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200",

@@ -47,6 +47,9 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-threads", type=_positive_int, default=0,
                         help="onnxruntime threads per text_embedding instance (default: onnxruntime's choice)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/model-selector)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="keep the held-out MMLU-Pro questions and natural validation prompts out of training, "
+                             "to measure on them (`evaluate`); the default trains on everything, to serve")
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
 
 
@@ -66,7 +69,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     manifest = build(BuildOptions(embedding=args.embedding, config=args.config, repository=args.repository,
                                   device=args.device, embedding_instances=args.embedding_instances,
                                   embedding_threads=args.embedding_threads, cache_dir=args.cache_dir,
-                                  records=args.data, force=args.force))
+                                  records=args.data, holdout=args.holdout, force=args.force))
     print(json.dumps({"repository": str(args.repository), "backbone": manifest["backbone"]["name"],
                       "metrics": manifest["metrics"]}, indent=1))
     return 0
@@ -237,9 +240,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        load_records)
     from .evaluate import evaluate, evaluate_domains, load_heldout, write_report
 
-    repo.read_manifest(args.repository)
+    manifest = repo.read_manifest(args.repository)
     catalog = load_config(args.repository / repo.DECISION / repo.VERSION / "router.yaml").model_names
     command = "model-selector " + " ".join(sys.argv[1:])
+    if args.data.is_dir() and manifest.get("training", {}).get("split") != "holdout":
+        # A shipped split held out from a --holdout build is training data of the served repository.
+        raise ValueError(f"{args.repository} was trained on every shipped question and prompt (built without "
+                         f"--holdout), so the held-out split of {args.data} is its training data. Measure on a "
+                         "repository that kept it out: model-selector build --holdout --repository "
+                         f"build/holdout_repository, then evaluate --repository build/holdout_repository")
     prompts = None
     if args.data.is_dir() and (args.data / NATURAL_PROMPTS_FILE).is_file():
         _, prompts = load_natural_prompts(args.data)
