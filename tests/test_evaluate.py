@@ -174,3 +174,38 @@ def test_evaluate_names_a_bad_prompt_line(tmp_path, built_repository):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "records.jsonl:1: unknown category 'computer_science'; did you mean 'computer science'?" in result.stderr
+
+
+def test_the_plain_kmeans_reference_routes_each_cluster_to_its_best_model_within_the_budget():
+    """Synthetic: two groups of queries, each with one model right on it; a cheap and an expensive model."""
+    from model_selector import plain_kmeans
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:2]
+    x = np.concatenate([centres[0] + 0.05 * rng.normal(size=(300, 8)), centres[1] + 0.05 * rng.normal(size=(300, 8))])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    group = np.repeat([0, 1], 300)
+    # Model 0: right everywhere, expensive. Model 1: right on group 0 only, cheap. Model 2: never right, free.
+    quality = np.stack([np.ones(600), (group == 0).astype(float), np.zeros(600)], axis=1)
+    cost = np.tile([10.0, 1.0, 0.0], (600, 1))
+    weight = plain_kmeans.cross_fitted_cost_weight(x, quality, cost, budget=0.6)
+    router = plain_kmeans.fit(x, quality, cost)
+    picked = plain_kmeans.choose(*router.estimates(x), weight)
+    assert (picked[group == 0] == 1).all() and (picked[group == 1] == 0).all()  # quality 1.0 at 0.55 of the cost
+    summary, test_picked = plain_kmeans.reference(x, quality, cost, x, quality, cost, budget=0.6)
+    assert summary["quality"] == 1.0 and summary["cost_per_1k"] == 5.5 and (test_picked == picked).all()
+    assert len(summary["curve"]) == len(plain_kmeans.COST_WEIGHTS)
+
+
+def test_evaluate_scores_the_plain_kmeans_reference_beside_the_routers(built_repository, tmp_path):
+    from model_selector.evaluate import evaluate, write_report
+
+    catalog = load_config(CONFIG).model_names
+    heldout, train = load_heldout(catalog), load_heldout(catalog, split="train")
+    report = evaluate(built_repository, heldout.subset(np.arange(300)),
+                      reference_training=train.subset(np.arange(1500)))
+    plain = report["references"]["plain kmeans"]
+    assert plain["settings"] == {"clusters": 32, "top_k": 3, "temperature": 9.0, "folds": 5, "budget": 0.33}
+    assert 0 < plain["quality"] <= 1 and plain["cost_per_1k"] > 0 and plain["interval_95"]["quality_ratio"]
+    write_report(report, tmp_path, "test")
+    assert "| reference: plain kmeans (cost weight" in (tmp_path / "report.md").read_text()

@@ -262,8 +262,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{domains['decision_accuracy']:.4f} in their domain's decision, {domains['unrouted_share']:.2%} "
               f"matched no decision. Report: {args.out / 'report.md'}")
         return 0
-    data = load_heldout(catalog, args.data) if args.data.is_dir() else load_records(args.data, catalog)
-    report = evaluate(args.repository, data, args.url)
+    if args.data.is_dir():  # the held-out split, and the plain KMeans reference trained as the repository was
+        report = evaluate(args.repository, load_heldout(catalog, args.data), args.url,
+                          reference_training=load_heldout(catalog, args.data, split="train"))
+    else:
+        report = evaluate(args.repository, load_records(args.data, catalog), args.url)
     write_report(report, args.out, command)
     best = report["baselines"]["best_single"]
     configured = report["routers"]["configured"]

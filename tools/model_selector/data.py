@@ -142,6 +142,12 @@ class EvalSet:
     performance: np.ndarray  # [N, M]
     output_tokens: np.ndarray  # [N, M], nan where unknown
 
+    def subset(self, rows: np.ndarray) -> EvalSet:
+        rows = np.asarray(rows)
+        return EvalSet([self.queries[i] for i in rows],
+                       None if self.categories is None else [self.categories[i] for i in rows],
+                       self.model_names, self.performance[rows], self.output_tokens[rows])
+
     def expected_output_tokens(self) -> dict[str, float]:
         """Mean output tokens per model; models without any get the others' mean (cost then
         follows the catalog price alone)."""

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from . import plain_kmeans
 from . import repository as repo
 from .config import DOMAINS, RouterConfig, load_config
 from .contract import EXPECTED_TOKENS, SELECTOR_ALGORITHMS
@@ -33,11 +34,13 @@ FINE_COST_WEIGHTS = [0.0] + [round(float(w), 6) for w in np.geomspace(1e-4, 100.
 BOOTSTRAP_SAMPLES = 1000
 
 
-def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR) -> EvalSet:
-    """The shipped MMLU-Pro questions that `build` holds out, with every catalog model's result."""
-    _, test = split_train_test(load_mmlu_pro(catalog, data_dir))
-    test = test.subset(test.complete_rows())
-    return EvalSet(test.queries, test.categories, catalog, test.performance, test.output_tokens)
+def load_heldout(catalog: list[str], data_dir: Path = DEFAULT_DATA_DIR, split: str = "heldout") -> EvalSet:
+    """The shipped MMLU-Pro questions that `build --holdout` holds out (or, `split="train"`, the ones it
+    trains on), with every catalog model's result."""
+    train, test = split_train_test(load_mmlu_pro(catalog, data_dir))
+    part = test if split == "heldout" else train
+    part = part.subset(part.complete_rows())
+    return EvalSet(part.queries, part.categories, catalog, part.performance, part.output_tokens)
 
 
 def repository_embedder(repository: Path) -> OnnxEmbedder:
@@ -227,7 +230,10 @@ def evaluate_domains(repository: Path, categories: list[str], queries: list[str]
             "domains": domain_report(router.engine, categories, routes)}
 
 
-def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int = 0) -> dict:
+def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int = 0,
+             reference_training: EvalSet | None = None) -> dict:
+    """`reference_training`: the queries the repository was trained on, to train the plain KMeans
+    reference router on (`plain_kmeans.py`) and score it beside ours."""
     router = InProcessRouter(repository)
     cost = cost_matrix(router.config, router.expected_tokens, data.model_names, data.output_tokens)
     n = len(data.queries)
@@ -267,6 +273,14 @@ def evaluate(repository: Path, data: EvalSet, url: str | None = None, seed: int 
                          "interval_95": ratio_intervals(perf, cost, choices, names, best, rng),
                          "curve": cost_curve(router.engine, heads, names, perf, cost, algorithm)}
     report["routers"] = routers
+    if reference_training is not None:
+        train_cost = cost_matrix(router.config, router.expected_tokens, names, reference_training.output_tokens)
+        plain, picked = plain_kmeans.reference(
+            router.embedder.embed(reference_training.queries, description="reference training queries"),
+            reference_training.performance, train_cost,
+            router.embedder.embed(data.queries, description="evaluation queries"), perf, cost)
+        plain["interval_95"] = ratio_intervals(perf, cost, [names[j] for j in picked], names, best, rng)
+        report["references"] = {"plain kmeans": plain}
     return report
 
 
@@ -371,6 +385,9 @@ def _routing_lines(report: dict) -> list[str]:
 
     for name, entry in report["routers"].items():
         lines.append(row(f"**{name}**" if name == "configured" else name, entry, entry["curve"]))
+    for name, entry in report.get("references", {}).items():
+        lines.append(row(f"reference: {name} (cost weight {entry['cost_weight']}, cross-fitted)", entry,
+                         entry["curve"]))
     for name in ("oracle", "random"):
         lines.append(row(name, report["baselines"][name], None))
     for model, entry in report["baselines"]["single"].items():
@@ -407,10 +424,12 @@ def plot(report: dict, path: Path) -> None:
     oracle = report["baselines"]["oracle"]
     ax.scatter(oracle["cost_per_1k"], oracle["quality"], marker="*", s=150, color="gold", edgecolor="black",
                label="oracle", zorder=4)
-    for name, entry in report["routers"].items():
+    references = {f"reference: {name}": entry for name, entry in report.get("references", {}).items()}
+    for name, entry in {**report["routers"], **references}.items():
         curve = sorted(entry["curve"], key=lambda c: c["cost_per_1k"])
         line, = ax.plot([c["cost_per_1k"] for c in curve], [c["quality"] for c in curve], marker=".",
-                        label=f"{name} (cost-weight sweep)", linewidth=2.5 if name == "configured" else 1.2)
+                        label=f"{name} (cost-weight sweep)", linewidth=2.5 if name == "configured" else 1.2,
+                        linestyle="--" if name in references else "-")
         ax.scatter(entry["cost_per_1k"], entry["quality"], color=line.get_color(), s=90, edgecolor="black", zorder=5)
         intervals = entry.get("interval_95", {})
         if intervals.get("quality_ratio") is not None and intervals.get("cost_ratio") is not None:
