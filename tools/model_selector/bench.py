@@ -379,9 +379,10 @@ def _backend_info() -> dict | None:
     from .triton_backend import BackendError, find_backend
 
     try:
-        return find_backend().info
+        info = find_backend().info
     except BackendError:
         return None
+    return {**info, "origin": info["origin"]["kind"]}  # not this machine's paths
 
 
 def _ratios(report: dict) -> dict:
