@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import plain_kmeans as plain
 from .build import train_classifier
 from .config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, RouterConfig, SvmSettings, load_config
 from .contract import SELECTOR_ALGORITHMS
@@ -51,7 +52,7 @@ DOMAIN_THRESHOLDS = (0.5, 0.4, 0.3)
 REFINE_STEPS = 11
 REFERENCE_LABELS = {
     "domain prior": "reference: the domain prior alone",
-    "plain kmeans": "reference: plain KMeans (hard clusters, no domain prior)",
+    "plain kmeans": "reference: plain KMeans (32 clusters, soft top-3, no domain prior)",
 }
 REFERENCES = tuple(REFERENCE_LABELS)
 CV_FOLDS = 5
@@ -193,7 +194,7 @@ def cross_validate(config: RouterConfig, repository: Path, folds: int = CV_FOLDS
     """Every training question routed by a classifier and selectors (configured settings) trained
     on the other folds: the pooled scoring, every algorithm's scores and, to compare them with,
     the scores of two references, in the scoring's order. The references: the domain prior
-    alone (what the selectors blend with) and a plain KMeans router (hard clusters, no prior)."""
+    alone (what the selectors blend with) and a plain KMeans router (soft top-3 of 32 clusters, no prior)."""
     if folds < 2:
         raise ValueError(f"--folds {folds}: cross-validation needs at least 2 folds (default {CV_FOLDS})")
     train = training_questions(config, data_dir)
@@ -201,7 +202,9 @@ def cross_validate(config: RouterConfig, repository: Path, folds: int = CV_FOLDS
     embedder = repository_embedder(repository)
     order, probs, tokens = [], [], []
     scores, references = {a: [] for a in SELECTOR_ALGORITHMS}, {r: [] for r in REFERENCES}
-    plain_kmeans = config.model_selection.kmeans.model_copy(update={"top_k": 1, "domain_prior_weight": 0.0})
+    # The plain Avengers-Pro-style router of `plain_kmeans.py`, as the selectors are routed here.
+    plain_kmeans = KmeansSettings(n_clusters=plain.N_CLUSTERS, top_k=plain.TOP_K, temperature=plain.TEMPERATURE,
+                                  domain_prior_weight=0.0)
     for f in tqdm(range(folds), desc="cross-validation folds", unit="fold"):
         v = split_validation(config, embedder, train.subset(fold != f), train.subset(fold == f), cache_dir)
         order.append(np.flatnonzero(fold == f))
