@@ -37,4 +37,4 @@ test: install
 clean:
 	rm -rf $(VENV) model_repository/*/1/*.onnx* model_repository/*/1/tokenizer.json \
 	       model_repository/decision/1/router.yaml model_repository/decision/1/selectors.json \
-	       model_repository/manifest.json
+	       model_repository/manifest.json build/test_repository build/holdout_repository

@@ -30,7 +30,8 @@ def test_benchmark_reports_levels_models_and_baselines(server, tmp_path):
     out = tmp_path / "bench.json"
     perf = tmp_path / "perf.json"
     result = subprocess.run(
-        [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", server.grpc_url, "--concurrency", "1,4",
+        [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", server.grpc_url,
+         "--repository", str(server.repository), "--concurrency", "1,4",
          "--requests", "40", "--warmup", "5", "--queries", "short", "--baseline-requests", "30",
          "--reference-knn-requests", "2", "--out", str(out),
          "--export-perf-analyzer-data", str(perf)],
@@ -57,7 +58,8 @@ def test_benchmark_reports_levels_models_and_baselines(server, tmp_path):
 def test_open_loop_sends_on_schedule_whatever_the_server_does(server, tmp_path):
     out = tmp_path / "open.json"
     result = subprocess.run(
-        [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", server.grpc_url, "--rate", "40",
+        [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", server.grpc_url,
+         "--repository", str(server.repository), "--rate", "40",
          "--requests", "60", "--warmup", "2", "--queries", "short", "--baseline-requests", "5",
          "--reference-knn-requests", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=600)

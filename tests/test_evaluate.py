@@ -113,7 +113,8 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
     path = _write(tmp_path, records)
     out = tmp_path / "report"
     subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--data", str(path), "--url",
-                    server.grpc_url, "--out", str(out)], check=True, capture_output=True, text=True)
+                    server.grpc_url, "--repository", str(server.repository), "--out", str(out)],
+                   check=True, capture_output=True, text=True)
     report = json.loads((out / "report.json").read_text())
     assert report["n_queries"] == 48 and 0 <= report["domain_accuracy"] <= 1
     assert report["domains"]["n_prompts"] == 48 and report["domains"]["accuracy"] == report["domain_accuracy"]
@@ -147,7 +148,8 @@ def test_evaluate_reports_domain_quality_on_a_labelled_prompt_set(server, tmp_pa
                              for q, c in zip(validation.queries[:60], validation.categories[:60])])
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, "-m", "model_selector.cli", "evaluate", "--data", str(path), "--url",
-                             server.grpc_url, "--out", str(out)], check=True, capture_output=True, text=True)
+                             server.grpc_url, "--repository", str(server.repository), "--out", str(out)],
+                            check=True, capture_output=True, text=True)
     assert "60 prompts: domain accuracy" in result.stdout
     report = json.loads((out / "report.json").read_text())
     assert "routers" not in report and report["routed_by"] == "served ensemble"

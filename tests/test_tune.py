@@ -73,7 +73,7 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     assert chosen["routed"]["quality"] == max(
         c["quality"] for c in chosen["curve"] if c["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"])
     assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
-    # What the router re-implements and improves on: KMeans with hard clusters and no domain prior.
+    # What the router re-implements and improves on: plain KMeans, soft top-3 clusters, no domain prior.
     references = report["routers"]["references"]
     assert set(references) == {"domain prior", "plain kmeans"}
     assert routers["configured"]["budget_score"] > references["plain kmeans"]["budget_score"]

@@ -5,9 +5,9 @@ model_selector/     ensemble: query -> the six outputs
 tokenizer/          python: query -> input_ids, attention_mask (padded to a bucket)
 text_embedding/     onnxruntime: input_ids, attention_mask -> embedding (pooled, L2-normalised)
 router_heads/       onnxruntime: input_ids, attention_mask, embedding -> domain_probs [14],
-                    knn_scores, kmeans_scores, svm_scores [M] (predicted quality per catalog
+                    knn_scores, kmeans_scores, svm_scores, mlp_scores [M] (predicted quality per catalog
                     model) and expected_output_tokens [M] (answer length per model, from the
-                    KNN neighbours): the domain classifier and the three selectors in one graph
+                    KNN neighbours): the domain classifier and every selector in one graph
 decision/           python: domain_probs + scores + expected_output_tokens -> selected_model,
                     decision, ... (router.yaml)
 ```
