@@ -17,10 +17,11 @@ def test_query_sets_are_real_short_and_long_texts():
     assert data["data"][0] == {"query": {"content": [sets["short"][0]], "shape": [1]}}
 
 
-def test_benchmark_without_a_server_says_how_to_start_one(tmp_path):
+def test_benchmark_without_a_server_says_how_to_start_one(built_repository, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "model_selector.cli", "benchmark", "--url", "127.0.0.1:9", "--requests", "1",
-         "--out", str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=120)
+         "--repository", str(built_repository), "--out", str(tmp_path / "bench.json")],
+        capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Triton at 127.0.0.1:9 is not reachable" in result.stderr and "model-selector serve" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "bench.json").exists()
