@@ -13,7 +13,6 @@ one) or else from the pinned commits on GitHub.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data import file_checksum
 from .embed import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,6 @@ def _patchelf() -> str:
     return found
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _local_archives(sources_dir: Path) -> dict[str, Path]:
     """Each source's tarball in `sources_dir`, checked against SHA256SUMS where present."""
     archives = {source.name: sources_dir / source.archive for source in (*SOURCES, ORT_HEADER)}
@@ -144,7 +136,7 @@ def _local_archives(sources_dir: Path) -> dict[str, Path]:
     if sums_path.is_file():
         expected = dict(reversed(line.split()) for line in sums_path.read_text().splitlines() if line.strip())
         for path in archives.values():
-            if path.name in expected and _sha256(path) != expected[path.name]:
+            if path.name in expected and file_checksum(path) != expected[path.name]:
                 raise BackendError(f"{path}: checksum differs from {sums_path}; the tarball is damaged or replaced")
     return archives
 
