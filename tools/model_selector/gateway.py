@@ -236,7 +236,16 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
 
     @app.get("/health")
     async def health() -> dict:
+        """Liveness: the process answers, whatever Triton does."""
         return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: at least one Triton replica serves the ensemble, so routed requests can succeed."""
+        if await state["router"].ready():
+            return JSONResponse({"status": "ready"})
+        return GatewayError(503, f"no Triton replica at {router_url} serves the model_selector ensemble yet",
+                            "server_error", "router_unavailable").response()
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -245,7 +254,7 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
     @app.exception_handler(404)
     async def not_found(_request: Request, _exc) -> JSONResponse:
         return GatewayError(404, "no such endpoint: the gateway serves POST /v1/chat/completions, GET /v1/models, "
-                            "GET /health and GET /metrics", code="not_found").response()
+                            "GET /health, GET /ready and GET /metrics", code="not_found").response()
 
     return app
 
