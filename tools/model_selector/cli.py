@@ -124,11 +124,17 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     if args.config is None and not args.selectors:
         raise ValueError("nothing to reload: pass --config NEW_ROUTER_YAML and/or --selectors")
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"bad --header {header!r}: expected NAME=VALUE, e.g. model-control-key=$KEY")
+        headers[name.strip().lower()] = value
     reloaded = []
     if args.selectors:
-        reloaded += reload_selectors(args.url, args.repository)
+        reloaded += reload_selectors(args.url, args.repository, headers or None)
     if args.config is not None:
-        reloaded.append(reload_config(args.url, args.config, args.repository))
+        reloaded.append(reload_config(args.url, args.config, args.repository, headers or None))
     for item in reloaded:
         print(f"{item.model}: now serving version {item.version}")
     return 0
@@ -335,9 +341,11 @@ def cmd_benchmark_embedding(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .client import parse_targets
     from .config import load_config
     from .gateway import create_gateway_app
 
+    parse_targets(args.url)
     config = load_config(args.config)
     if args.fallback_to_default_model:
         config = config.model_copy(update={"gateway": config.gateway.model_copy(
@@ -420,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selectors", action="store_true",
                    help="serve the repository's rebuilt router_heads graph and selector metadata")
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                   help="a gRPC header sent with every call, for a server that restricts model control: "
+                        "tritonserver --grpc-restricted-protocol=model-repository:KEY=VALUE expects "
+                        "triton-grpc-protocol-KEY=VALUE; repeatable")
     p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("watchdog", help="reload any model whose python stub died (for servers not started by `serve`)")
@@ -509,7 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gateway", help="OpenAI-compatible HTTP gateway: route chat requests to the chosen LLM")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--url", default="localhost:8001", help="Triton gRPC address of the model_selector ensemble")
+    p.add_argument("--url", default="localhost:8001",
+                   help="Triton gRPC address(es) of the model_selector ensemble: host:port, several separated by "
+                        "commas, or dns:///name:port for every record of a name (a headless Service); a routing "
+                        "call that fails because a replica went away is retried on another")
     p.add_argument("--config", type=Path, default=Path("configs/router.yaml"),
                    help="router configuration: the model catalog and each model's endpoint")
     p.add_argument("--fallback-to-default-model", action="store_true",

@@ -148,22 +148,26 @@ class Reloaded:
     version: int
 
 
-def _next_version(client: grpcclient.InferenceServerClient, model: str) -> int:
-    index = client.get_model_repository_index(as_json=True).get("models", [])
+def _next_version(client: grpcclient.InferenceServerClient, model: str, headers: dict[str, str] | None) -> int:
+    index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
     versions = [int(m["version"]) for m in index if m["name"] == model and m.get("version", "").isdigit()]
     return max(versions, default=0) + 1
 
 
-def _load_with_files(client: grpcclient.InferenceServerClient, model: str, files: dict[str, bytes]) -> Reloaded:
+def _load_with_files(client: grpcclient.InferenceServerClient, model: str, files: dict[str, bytes],
+                     headers: dict[str, str] | None) -> Reloaded:
     """Load `files` (names inside the version directory) as the next version of `model`."""
-    served = client.get_model_config(model, as_json=True)["config"]
-    version = _next_version(client, model)
-    served["version_policy"] = {"specific": {"versions": [version]}}
-    attached = {f"file:{version}/{name}": content for name, content in files.items()}
     try:
-        client.load_model(model, config=json.dumps(served), files=attached)
+        served = client.get_model_config(model, headers=headers, as_json=True)["config"]
+        version = _next_version(client, model, headers)
+        served["version_policy"] = {"specific": {"versions": [version]}}
+        attached = {f"file:{version}/{name}": content for name, content in files.items()}
+        client.load_model(model, headers=headers, config=json.dumps(served), files=attached)
     except InferenceServerException as err:
-        raise ReloadError(f"Triton refused the new {model!r} (still serving the old one): {err.message()}") from None
+        hint = ("; this server restricts model control to requests that carry a header: pass the one it "
+                "names with --header NAME=VALUE") if "restricted" in (err.message() or "").lower() else ""
+        raise ReloadError(f"Triton refused the new {model!r} (still serving the old one): {err.message()}{hint}") \
+            from None
     return Reloaded(model, version)
 
 
@@ -178,8 +182,9 @@ def _decision_files(decision_dir: Path, router_yaml: bytes) -> dict[str, bytes]:
             "selectors.json": (decision_dir / "selectors.json").read_bytes()}
 
 
-def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
-    """Serve `config_path` as the decision model's router.yaml, with the repository's selectors."""
+def reload_config(url: str, config_path: Path, repository: Path, headers: dict[str, str] | None = None) -> Reloaded:
+    """Serve `config_path` as the decision model's router.yaml, with the repository's selectors.
+    `headers` go with every call: Triton's restricted-protocol header, where model control needs one."""
     decision_dir = repository / repo.DECISION / repo.VERSION
     try:
         config = load_config(config_path)
@@ -193,7 +198,7 @@ def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
                           f"({', '.join(trained)}); a new catalog needs `model-selector build` and a restart")
     new_config = config_path.read_bytes()
     with grpcclient.InferenceServerClient(url) as client:
-        reloaded = _load_with_files(client, repo.DECISION, _decision_files(decision_dir, new_config))
+        reloaded = _load_with_files(client, repo.DECISION, _decision_files(decision_dir, new_config), headers)
     # The repository keeps what is served: a restart, or the watchdog reloading the model
     # from the repository, serves this configuration too.
     served_copy = decision_dir / "router.yaml"
@@ -204,19 +209,19 @@ def reload_config(url: str, config_path: Path, repository: Path) -> Reloaded:
     return reloaded
 
 
-def reload_selectors(url: str, repository: Path) -> list[Reloaded]:
+def reload_selectors(url: str, repository: Path, headers: dict[str, str] | None = None) -> list[Reloaded]:
     """Serve the repository's rebuilt router_heads graph and selector metadata (same catalog)."""
     heads = repository / repo.HEADS / repo.VERSION / "model.onnx"
     decision_dir = repository / repo.DECISION / repo.VERSION
     with grpcclient.InferenceServerClient(url) as client:
-        served = client.get_model_config(repo.HEADS, as_json=True)["config"]
+        served = client.get_model_config(repo.HEADS, headers=headers, as_json=True)["config"]
         served_width = {o["name"]: o["dims"] for o in served["output"]}
         built = repo.read_config(repository / repo.HEADS / "config.pbtxt")
         built_width = {o.name: [str(d) for d in o.dims] for o in built.output}
         if built_width != served_width:
             raise ReloadError("refused: the rebuilt router_heads has other outputs than the served one "
                               f"({built_width} vs {served_width}); restart the server to change the catalog")
-        reloaded = [_load_with_files(client, repo.HEADS, {"model.onnx": heads.read_bytes()})]
+        reloaded = [_load_with_files(client, repo.HEADS, {"model.onnx": heads.read_bytes()}, headers)]
         reloaded.append(_load_with_files(client, repo.DECISION, _decision_files(
-            decision_dir, (decision_dir / "router.yaml").read_bytes())))
+            decision_dir, (decision_dir / "router.yaml").read_bytes()), headers))
         return reloaded

@@ -211,7 +211,7 @@ class LocalTritonServer:
 
     def __init__(self, repository: Path, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: int = 8000,
                  metrics_port: int = 8002, log_file: Path | None = None, watchdog: bool = True,
-                 log_verbose: int = 0):
+                 log_verbose: int = 0, extra_args: tuple[str, ...] = ()):
         self.repository = Path(repository)
         self.host = host
         self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
@@ -220,6 +220,7 @@ class LocalTritonServer:
         self.process: subprocess.Popen | None = None
         self.use_watchdog = watchdog
         self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)  # more tritonserver flags, e.g. --grpc-restricted-protocol
         self.watchdog = None
 
     @classmethod
@@ -248,7 +249,7 @@ class LocalTritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--model-control-mode=explicit", "--load-model=*",
             "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
-            "--exit-on-error=true", f"--log-verbose={self.log_verbose}",
+            "--exit-on-error=true", f"--log-verbose={self.log_verbose}", *self.extra_args,
         ]
         log.info("starting tritonserver (log: %s)", self.log_file)
         with open(self.log_file, "ab") as log_fh:
