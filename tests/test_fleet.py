@@ -37,7 +37,7 @@ def test_replicas_take_turns_and_skip_one_that_just_failed():
     replicas.failed("b:1")
     assert replicas.attempts() == ["c:1", "a:1", "b:1"]  # b's turn, but it failed: tried last
     assert replicas.attempts() == ["c:1", "a:1", "b:1"]
-    replicas.succeeded("b:1")
+    replicas.answered("b:1", [])
     assert replicas.attempts() == ["a:1", "b:1", "c:1"]
     assert Replicas(["dns:///t:1"]).attempts() == ["dns:///t:1"] * DNS_ATTEMPTS
 

@@ -93,8 +93,16 @@ class Replicas:
     def failed(self, target: str) -> None:
         self._failed_at[target] = time.monotonic()
 
-    def succeeded(self, target: str) -> None:
+    def answered(self, target: str, routes: list[Route]) -> list[Route]:
         self._failed_at.pop(target, None)
+        return routes
+
+    def unreachable(self, target: str, err: InferenceServerException) -> RouterUnavailable:
+        """The error to raise if no other target answers; re-raises what another replica would not fix."""
+        if err.status() not in UNREACHABLE:
+            raise err
+        self.failed(target)
+        return unavailable(target, err)
 
 
 def _request(module, queries: list[str]):
@@ -149,14 +157,9 @@ class RouterClient:
         for target in self._replicas.attempts():
             try:
                 result = self._clients[target].infer(ENSEMBLE, inputs, outputs=outputs, client_timeout=self.timeout_s)
+                return self._replicas.answered(target, _routes(result, len(queries)))
             except InferenceServerException as err:
-                if err.status() not in UNREACHABLE:
-                    raise
-                self._replicas.failed(target)
-                error = unavailable(target, err)
-                continue
-            self._replicas.succeeded(target)
-            return _routes(result, len(queries))
+                error = self._replicas.unreachable(target, err)
         raise error
 
 
@@ -180,14 +183,9 @@ class AsyncRouterClient:
             try:
                 result = await self._clients[target].infer(ENSEMBLE, inputs, outputs=outputs,
                                                            client_timeout=self.timeout_s)
+                return self._replicas.answered(target, _routes(result, len(queries)))
             except InferenceServerException as err:
-                if err.status() not in UNREACHABLE:
-                    raise
-                self._replicas.failed(target)
-                error = unavailable(target, err)
-                continue
-            self._replicas.succeeded(target)
-            return _routes(result, len(queries))
+                error = self._replicas.unreachable(target, err)
         raise error
 
     async def ready(self) -> bool:
