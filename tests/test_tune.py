@@ -72,6 +72,12 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     assert chosen["routed"]["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"]
     assert chosen["routed"]["quality"] == max(
         c["quality"] for c in chosen["curve"] if c["cost_per_1k"] <= 0.3 * cv["best_single"]["cost_per_1k"])
+    # The honest operating point: each fold routed at the weight chosen on the other folds.
+    fitted = report["cross_fitted"]
+    assert len(fitted["cost_weights"]) == 2 and all(w >= 0 for w in fitted["cost_weights"])
+    assert sum(fitted["routed"]["distribution"].values()) == cv["questions"]
+    low, high = fitted["intervals"]["quality_ratio"]
+    assert low <= fitted["quality_ratio"] <= high and 0.8 < fitted["quality_ratio"] < 1.1
     assert 0 < report["true_domain_ceiling"]["budget_score"] <= 1.1
     # What the router re-implements and improves on: plain KMeans, soft top-3 clusters, no domain prior.
     references = report["routers"]["references"]
@@ -83,7 +89,8 @@ def test_tune_picks_the_best_setting_router_and_a_cost_weight_within_budget(buil
     # On MMLU-Pro the domain says something about who answers right, held out or not.
     assert all(0 < row["best_single"] < 1 and 0 < row["mean"] < 1 for row in skill["skill"].values())
     write_tuning_report(report, tmp_path / "out", "model-selector tune")
-    assert "## How much the selectors know about each query" in (tmp_path / "out" / "report.md").read_text()
+    written = (tmp_path / "out" / "report.md").read_text()
+    assert "## How much the selectors know about each query" in written and "## An honest estimate" in written
     assert (tmp_path / "out" / "cross_validation.png").stat().st_size > 10_000
 
 
