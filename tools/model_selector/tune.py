@@ -124,10 +124,14 @@ def _scoring(config: RouterConfig, val: Benchmark, probs_val: np.ndarray, tokens
     models = config.model_names
     cost = cost_matrix(config, expected_tokens, models, val.output_tokens)
     engine = DecisionEngine(config, models, expected_cost_per_1k(config, expected_tokens))
-    single_quality, single_cost = val.performance.mean(axis=0), cost.mean(axis=0)
-    best = int(np.argmax(single_quality))
-    return Scoring(config, val, probs_val, tokens_val, cost, engine, float(single_quality[best]),
-                   float(single_cost[best]))
+    _, best_quality, best_cost = _best_single(val.performance, cost)
+    return Scoring(config, val, probs_val, tokens_val, cost, engine, best_quality, best_cost)
+
+
+def _best_single(performance: np.ndarray, cost: np.ndarray) -> tuple[int, float, float]:
+    """The single model of highest mean quality: its column, mean quality and mean cost."""
+    best = int(np.argmax(performance.mean(axis=0)))
+    return best, float(performance[:, best].mean()), float(cost[:, best].mean())
 
 
 @dataclass
@@ -337,6 +341,16 @@ def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorith
     """The cost weight at which the router (configured decisions, or `algorithm` for every decision),
     whose cost-weight `curve` this is, reaches the highest quality within `budget` x the best single
     model's cost, refined between the sweep's best affordable weight and the next lower one."""
+    weight, curve = _refined_cost_weight(scoring, scores, algorithm, curve, budget)
+    heads = scoring.heads(scores)
+    choices = [heads.route(scoring.engine, i, algorithm, weight).selected_model for i in range(len(heads))]
+    return {"budget": budget, "algorithm": algorithm, "cost_weight": weight, "curve": curve,
+            "routed": summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)}
+
+
+def _refined_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
+                         curve: list[dict], budget: float) -> tuple[float, list[dict]]:
+    """`choose_cost_weight`'s weight, and the curve with the refined points added."""
     def best_affordable(points: list[dict]) -> dict:
         affordable = [c for c in points if c["cost_per_1k"] <= budget * scoring.best_cost]
         return max(affordable or [min(points, key=lambda c: c["cost_per_1k"])],
@@ -348,20 +362,15 @@ def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorith
         finer = [round(float(w), 6) for w in np.geomspace(lower, chosen["cost_weight"], REFINE_STEPS)[1:-1]]
         curve = sorted(curve + scoring.curve(scores, algorithm, finer), key=lambda c: c["cost_weight"])
         chosen = best_affordable(curve)
-    heads = scoring.heads(scores)
-    choices = [heads.route(scoring.engine, i, algorithm, chosen["cost_weight"]).selected_model
-               for i in range(len(heads))]
-    return {"budget": budget, "algorithm": algorithm, "cost_weight": chosen["cost_weight"], "curve": curve,
-            "routed": summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)}
+    return chosen["cost_weight"], curve
 
 
 def _rows_of(scoring: Scoring, rows: np.ndarray) -> Scoring:
     """The same routes restricted to `rows`, with that part's own best single model."""
-    part = replace(scoring, val=scoring.val.subset(rows), probs_val=scoring.probs_val[rows],
-                   tokens_val=scoring.tokens_val[rows], cost=scoring.cost[rows])
-    quality, cost = part.val.performance.mean(axis=0), part.cost.mean(axis=0)
-    best = int(np.argmax(quality))
-    return replace(part, best_quality=float(quality[best]), best_cost=float(cost[best]))
+    val, cost = scoring.val.subset(rows), scoring.cost[rows]
+    _, best_quality, best_cost = _best_single(val.performance, cost)
+    return replace(scoring, val=val, probs_val=scoring.probs_val[rows], tokens_val=scoring.tokens_val[rows],
+                   cost=cost, best_quality=best_quality, best_cost=best_cost)
 
 
 def cross_fitted_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorithm: str | None,
@@ -377,13 +386,13 @@ def cross_fitted_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], al
         others = np.flatnonzero(fold != f)
         part = _rows_of(scoring, others)
         part_scores = {a: s[others] for a, s in scores.items()}
-        weight = choose_cost_weight(part, part_scores, algorithm, part.curve(part_scores, algorithm, FINE_COST_WEIGHTS),
-                                    budget)["cost_weight"]
+        weight, _ = _refined_cost_weight(part, part_scores, algorithm,
+                                         part.curve(part_scores, algorithm, FINE_COST_WEIGHTS), budget)
         weights.append(weight)
         for i in np.flatnonzero(fold == f):
             choices[i] = heads.route(scoring.engine, int(i), algorithm, weight).selected_model
     routed = summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)
-    best = scoring.val.model_names[int(np.argmax(scoring.val.performance.mean(axis=0)))]
+    best = scoring.val.model_names[_best_single(scoring.val.performance, scoring.cost)[0]]
     intervals = ratio_intervals(scoring.val.performance, scoring.cost, choices, scoring.val.model_names, best,
                                 np.random.default_rng(0))
     return {"cost_weights": weights, "routed": routed, "quality_ratio": round(routed["quality"] / scoring.best_quality, 4),
