@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # PyTorch is only needed to export the embedding backbone to ONNX.
 TORCH ?= torch==2.13.0
 
-.PHONY: install backend build demo serve test clean
+.PHONY: install backend build demo serve test test-unit clean
 
 $(VENV)/.installed: pyproject.toml
 	scripts/install-build-deps.sh
@@ -30,11 +30,14 @@ demo: install
 serve: build
 	$(BIN)/model-selector serve
 
-# The tests build their own repository (with --holdout, under build/); model_repository/ is the one to serve.
+# Two tiers: the unit tests (no build, no server; under a minute) stop at the first failure; then the
+# integration tests, which build their own repository (with --holdout, under build/) and serve it.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not integration" -x
+	$(BIN)/python -m pytest -m integration
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
 
 clean:
-	rm -rf $(VENV) model_repository/*/1/*.onnx* model_repository/*/1/tokenizer.json \
-	       model_repository/decision/1/router.yaml model_repository/decision/1/selectors.json \
-	       model_repository/manifest.json build/test_repository build/holdout_repository
+	rm -rf $(VENV) model_repository build dist

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model_selector.build import BuildOptions, build
-from model_selector.data import PROJECT_ROOT
+from model_selector.build.pipeline import BuildOptions, build
+from tests.paths import PROJECT_ROOT
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of load generators, not wanted in test logs
 
@@ -27,10 +27,22 @@ def built_repository() -> Path:
 
 @pytest.fixture(scope="session")
 def server(built_repository):
-    from model_selector.serve import LocalTritonServer
+    from model_selector.serve.server import LocalTritonServer
 
     with LocalTritonServer.on_free_ports(built_repository) as running:
         yield running
+
+
+# Fixtures that mean a built repository or a live server: a test that requests one, directly or through
+# another fixture, is in the integration tier, as is every slow test. Tests that export a backbone,
+# build a wheel or wait on the network are marked `integration` where they are defined.
+INTEGRATION_FIXTURES = {"built_repository", "server"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
 
 
 _MEASUREMENTS: list[str] = []

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from model_selector.bench import perf_analyzer_data, query_sets
+from model_selector.measure.benchmark import perf_analyzer_data, query_sets
 
 
 def test_query_sets_are_real_short_and_long_texts():

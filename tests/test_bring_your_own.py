@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from model_selector.build import BuildOptions, build
-from model_selector.client import RouterClient
-from model_selector.config import load_config
-from model_selector.data import PROJECT_ROOT, DataError, load_records
-from model_selector.evaluate import evaluate
-from model_selector.serve import LocalTritonServer
-
+from model_selector.build.pipeline import BuildOptions, build
+from model_selector.core.config import load_config
+from model_selector.data.loaders import DataError, load_records
+from model_selector.measure.evaluate import evaluate
+from model_selector.serve.client import RouterClient
+from model_selector.serve.server import LocalTritonServer
+from tests.paths import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "examples" / "bring-your-own"
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from model_selector.config import ConfigError, Endpoint, check_config, load_config, parse_config
+from model_selector.core.config import ConfigError, Endpoint, check_config, load_config, parse_config
 
 from .conftest import CONFIG
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_selector.config import DOMAINS, RuleNode, parse_config
-from model_selector.decision_engine import DecisionEngine, evaluate_rule
+from model_selector.core.config import DOMAINS, RuleNode, parse_config
+from model_selector.core.decision_engine import DecisionEngine, evaluate_rule
 
 MODELS = ["big", "small", "coder"]
 COST = {"big": 10.0, "small": 0.1, "coder": 0.2}

@@ -13,7 +13,7 @@ import sys
 import onnx
 import pytest
 
-from model_selector.embedding_bench import QWEN3_EMBEDDING_0_6B_CONFIG
+from model_selector.measure.embedding_bench import QWEN3_EMBEDDING_0_6B_CONFIG
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -21,6 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.integration  # exports and times a backbone in a subprocess
 def test_times_every_shape_and_reports_missing_providers(tmp_path):
     out = tmp_path / "report.json"
     result = run_cli("--embedding", "minilm", "--fp32", "--providers", "cpu,cuda", "--batch-sizes", "1,4",
@@ -46,6 +47,7 @@ def test_times_every_shape_and_reports_missing_providers(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+@pytest.mark.integration  # exports a backbone with PyTorch
 def test_random_weights_from_a_config(tmp_path):
     """--random-weights needs only the architecture: a config.json, no weights, no tokenizer."""
     source = tmp_path / "tiny-qwen3"

@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from model_selector.config import load_config
-from model_selector.data import DataError
-from model_selector.data import load_records
-from model_selector.evaluate import FINE_COST_WEIGHTS, load_heldout
+from model_selector.core.config import load_config
+from model_selector.data.loaders import DataError, load_records
+from model_selector.measure.evaluate import FINE_COST_WEIGHTS, load_heldout
 
 from .conftest import CONFIG
 
@@ -51,8 +50,9 @@ def test_the_reference_benchmark_format_as_published_is_read(tmp_path):
     assert data.queries == ["What is 2+2?"] and data.performance.tolist() == [[1.0, 0.0]]
 
 
+@pytest.mark.integration  # waits out the hub client's retries
 def test_download_benchmark_without_the_hub_says_what_to_do(tmp_path, monkeypatch):
-    from model_selector.data import download_benchmark
+    from model_selector.data.loaders import download_benchmark
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="could not download validation_benchmark_with_gt.jsonl .* pass the file"):
@@ -140,8 +140,8 @@ def test_evaluate_through_the_served_ensemble(server, tmp_path):
 
 def test_evaluate_reports_domain_quality_on_a_labelled_prompt_set(server, tmp_path):
     """A plain JSONL of query + category: the domain report alone, from the served ensemble."""
-    from model_selector.config import DOMAINS
-    from model_selector.data import load_natural_prompts
+    from model_selector.core.config import DOMAINS
+    from model_selector.data.loaders import load_natural_prompts
 
     _, validation = load_natural_prompts()
     path = _write(tmp_path, [{"query": q, "category": c}
@@ -180,7 +180,7 @@ def test_evaluate_names_a_bad_prompt_line(tmp_path, built_repository):
 
 def test_the_plain_kmeans_reference_routes_each_cluster_to_its_best_model_within_the_budget():
     """Synthetic: two groups of queries, each with one model right on it; a cheap and an expensive model."""
-    from model_selector import plain_kmeans
+    from model_selector.measure import plain_kmeans
 
     rng = np.random.default_rng(0)
     centres = np.eye(8)[:2]
@@ -200,7 +200,7 @@ def test_the_plain_kmeans_reference_routes_each_cluster_to_its_best_model_within
 
 
 def test_evaluate_scores_the_plain_kmeans_reference_beside_the_routers(built_repository, tmp_path):
-    from model_selector.evaluate import evaluate, write_report
+    from model_selector.measure.evaluate import evaluate, write_report
 
     catalog = load_config(CONFIG).model_names
     heldout, train = load_heldout(catalog), load_heldout(catalog, split="train")

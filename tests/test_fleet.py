@@ -12,9 +12,9 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from model_selector.client import DNS_ATTEMPTS, Replicas, RouterClient, parse_targets
-from model_selector.contract import ENSEMBLE
-from model_selector.serve import LocalTritonServer, free_ports
+from model_selector.core.contract import ENSEMBLE
+from model_selector.serve.client import DNS_ATTEMPTS, Replicas, RouterClient, parse_targets
+from model_selector.serve.server import LocalTritonServer, free_ports
 
 from .test_gateway import API_KEY_ENV, MATH_QUERY, _start, chat, gateway_config, mock_llms  # noqa: F401
 

@@ -15,10 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from model_selector.client import route
-from model_selector.config import load_config
-from model_selector.gateway import GatewayError, create_gateway_app, routing_text, serve_in_thread
-from model_selector.serve import free_ports
+from model_selector.core.config import load_config
+from model_selector.serve.client import route
+from model_selector.serve.gateway import GatewayError, create_gateway_app, routing_text, serve_in_thread
+from model_selector.serve.server import free_ports
+from tests.test_gateway_app import BAD_REQUESTS
 
 from .conftest import CONFIG
 
@@ -147,15 +148,7 @@ def test_upstream_model_id_and_api_key_come_from_the_config(gateway):
     assert response.headers["x-vsr-selected-model"] == KEYED_MODEL
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b'{"model": "auto", "messages": [', 400, "not valid JSON"),
-    (b'["auto"]', 400, "must be a JSON object"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "`model` is required"),
-    (b'{"model": "auto", "messages": [{"role": "system", "content": "hi"}]}', 400, "no user message"),
-    (b'{"model": "auto", "messages": []}', 400, "non-empty list"),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": 7}]}', 400, "must be a string or a list"),
-    (b'{"model": "gpt-5-ultra", "messages": [{"role": "user", "content": "hi"}]}', 404, "does not exist"),
-])
+@pytest.mark.parametrize("body, status, message", BAD_REQUESTS)
 def test_bad_requests_get_openai_errors(gateway, body, status, message):
     response = httpx.post(f"{gateway}/v1/chat/completions", content=body, timeout=30,
                           headers={"content-type": "application/json"})
@@ -167,7 +160,7 @@ def test_bad_requests_get_openai_errors(gateway, body, status, message):
 
 
 def test_an_oversized_body_is_refused_and_a_long_message_is_routed(gateway):
-    from model_selector.gateway import MAX_BODY_BYTES
+    from model_selector.serve.gateway import MAX_BODY_BYTES
 
     too_big = chat(gateway, "x" * (MAX_BODY_BYTES + 1))
     assert too_big.status_code == 413 and "MiB" in too_big.json()["error"]["message"]
@@ -247,7 +240,7 @@ def test_without_triton_the_gateway_answers_503_or_falls_back(gateway_config, mo
 def test_a_full_triton_queue_is_reported_as_overload_not_as_down():
     from tritonclient.utils import InferenceServerException
 
-    from model_selector.client import unavailable
+    from model_selector.serve.client import unavailable
 
     full = InferenceServerException("in ensemble 'model_selector', Exceeds maximum queue size",
                                     status="StatusCode.UNAVAILABLE")

@@ -27,13 +27,16 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from model_selector import repository as repo
-from model_selector.bench import LoadGenerator, process_tree_rss_mb, query_sets
-from model_selector.client import RouterClient
-from model_selector.config import load_config
-from model_selector.contract import ENSEMBLE
-from model_selector.lifecycle import ReloadError, reload_config, reload_selectors
-from model_selector.serve import SYS_PATH_HEADER, LocalTritonServer, ServeError, check_built
+import model_selector
+from model_selector.core import layout
+from model_selector.core.config import load_config
+from model_selector.core.contract import ENSEMBLE
+from model_selector.core.layout import BrokenRepository, check_built
+from model_selector.measure.benchmark import LoadGenerator, process_tree_rss_mb, query_sets
+from model_selector.serve.client import RouterClient
+from model_selector.serve.lifecycle import ReloadError, reload_config, reload_selectors
+from model_selector.serve.runtime import SYS_PATH_HEADER
+from model_selector.serve.server import LocalTritonServer, ServeError
 
 from .conftest import CONFIG
 
@@ -304,7 +307,7 @@ def _stub_pid(server: LocalTritonServer, model: str) -> int | None:
 
 
 def test_a_killed_decision_stub_is_restarted(own_server, measurements):
-    pid = _stub_pid(own_server, repo.DECISION)
+    pid = _stub_pid(own_server, layout.DECISION)
     assert pid is not None
     with Traffic(own_server.grpc_url) as traffic:
         time.sleep(1.0)
@@ -318,8 +321,8 @@ def test_a_killed_decision_stub_is_restarted(own_server, measurements):
     assert recovered_at - killed_at < 10.0
     after = [o for o in traffic.outcomes if o[0] > recovered_at]
     assert len(after) > 50 and all(o[3] is None for o in after)
-    assert own_server.watchdog.restarts == [repo.DECISION]
-    assert _stub_pid(own_server, repo.DECISION) not in (None, pid)
+    assert own_server.watchdog.restarts == [layout.DECISION]
+    assert _stub_pid(own_server, layout.DECISION) not in (None, pid)
     in_flight = sum(1 for f in failures if f[0] <= killed_at)
     late = max((f[0] - killed_at for f in failures if f[0] > killed_at), default=0.0)
     measurements.append(f"decision stub killed under load (4 clients): {len(failures)} of {len(traffic.outcomes)} "
@@ -354,11 +357,11 @@ def test_live_reload_of_router_yaml_and_selectors_loses_nothing(own_server, own_
         assert result.returncode == 2 and "unknown domain 'maths'" in result.stderr
         reload_selectors(own_server.grpc_url, own_repository)
         time.sleep(1.0)
-    assert reloaded.model == repo.DECISION and reloaded.version >= 2
+    assert reloaded.model == layout.DECISION and reloaded.version >= 2
     assert traffic.failures == []
     late = [o[2] for o in traffic.outcomes if o[0] > switched_at + 0.1]
     assert late and set(late) == {"mathstral-7B"}
-    assert (own_repository / repo.DECISION / repo.VERSION / "router.yaml").read_text() == new_config.read_text()
+    assert (own_repository / layout.DECISION / layout.VERSION / "router.yaml").read_text() == new_config.read_text()
     measurements.append(f"live reload (router.yaml, refused broken config, router_heads + decision) under load: "
                         f"{len(traffic.outcomes)} requests, 0 failures")
 
@@ -366,9 +369,9 @@ def test_live_reload_of_router_yaml_and_selectors_loses_nothing(own_server, own_
 def test_a_decision_with_the_mlp_algorithm_routes_as_in_process(own_server, own_repository, tmp_path):
     """`algorithm: {type: mlp}`, as the reference's current e2e profile sets for math, served live:
     the served ensemble picks what the same graphs and decision engine pick in-process."""
-    from model_selector.evaluate import InProcessRouter
+    from model_selector.measure.router import InProcessRouter
 
-    original = (own_repository / repo.DECISION / repo.VERSION / "router.yaml").read_text()
+    original = (own_repository / layout.DECISION / layout.VERSION / "router.yaml").read_text()
     data = yaml.safe_load(CONFIG.read_text())
     data["decisions"][0]["algorithm"] = {"type": "mlp"}
     mlp_config = tmp_path / "router.yaml"
@@ -394,14 +397,14 @@ def test_a_decision_with_the_mlp_algorithm_routes_as_in_process(own_server, own_
 def test_a_config_the_server_cannot_load_leaves_the_old_one_serving(own_server, own_repository):
     """Bypass the client-side check: Triton itself must keep the old decision model."""
     with grpcclient.InferenceServerClient(own_server.grpc_url) as client:
-        served = client.get_model_config(repo.DECISION, as_json=True)["config"]
+        served = client.get_model_config(layout.DECISION, as_json=True)["config"]
         served["version_policy"] = {"latest": {"num_versions": 1}}
-        decision_dir = own_repository / repo.DECISION / repo.VERSION
+        decision_dir = own_repository / layout.DECISION / layout.VERSION
         files = {"file:1/model.py": (SYS_PATH_HEADER + (decision_dir / "model.py").read_text()).encode(),
                  "file:1/router.yaml": b"models: [unclosed",
                  "file:1/selectors.json": (decision_dir / "selectors.json").read_bytes()}
         with pytest.raises(InferenceServerException, match="invalid YAML"):
-            client.load_model(repo.DECISION, config=json.dumps(served), files=files)
+            client.load_model(layout.DECISION, config=json.dumps(served), files=files)
     with RouterClient(own_server.grpc_url) as client:
         assert client.select([MATH])[0].decision == "math_decision"
 
@@ -415,12 +418,12 @@ def test_a_config_the_server_cannot_load_leaves_the_old_one_serving(own_server, 
 def test_broken_build_outputs_are_refused_by_name(built_repository, tmp_path, target, content, message):
     copy = tmp_path / "model_repository"
     shutil.copytree(built_repository, copy, symlinks=True, ignore=shutil.ignore_patterns("model.onnx"))
-    for name in repo.ONNX_MODELS:
-        (copy / name / repo.VERSION / "model.onnx").symlink_to(built_repository / name / repo.VERSION / "model.onnx")
+    for name in layout.ONNX_MODELS:
+        (copy / name / layout.VERSION / "model.onnx").symlink_to(built_repository / name / layout.VERSION / "model.onnx")
     (copy / target).unlink()
     if content is not None:
         (copy / target).write_bytes(content)
-    with pytest.raises(ServeError, match=message + r".*model-selector build --force"):
+    with pytest.raises(BrokenRepository, match=message + r".*model-selector build --force"):
         check_built(copy)
     with pytest.raises(ServeError, match=message):
         LocalTritonServer(copy).start()
@@ -428,7 +431,7 @@ def test_broken_build_outputs_are_refused_by_name(built_repository, tmp_path, ta
 
 @pytest.mark.parametrize("command", ["serve", "gateway", "mock-llm", "demo"])
 def test_every_server_binds_to_localhost_by_default(command):
-    from model_selector.cli import build_parser
+    from model_selector.cli.main import build_parser
 
     assert build_parser().parse_args([command]).host == "127.0.0.1"
 
@@ -440,10 +443,9 @@ def test_query_text_stays_out_of_the_server_log(server):
     assert marker not in server.log_file.read_text(errors="replace")
 
 
-SERVING_CODE = [*Path(repo.TEMPLATE_REPOSITORY).glob("*/1/model.py"),
-                *(Path(repo.__file__).parent / f"{m}.py" for m in (
-                    "config", "contract", "decision_engine", "tokenization", "client",
-                    "gateway", "lifecycle", "serve"))]
+PACKAGE = Path(model_selector.__file__).parent
+SERVING_CODE = sorted([*PACKAGE.glob("triton_models/*/model.py"), *PACKAGE.glob("core/*.py"),
+                       *PACKAGE.glob("serve/*.py")])
 
 
 @pytest.mark.parametrize("path", SERVING_CODE, ids=lambda p: f"{p.parent.name}/{p.name}")

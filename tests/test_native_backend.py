@@ -13,15 +13,16 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_selector import repository as repo
-from model_selector import triton_backend
-from model_selector.build import write_device_profile
-from model_selector.client import RouterClient
-from model_selector.export import resolve_backbone
-from model_selector.serve import LocalTritonServer, ServeError, find_triton
-from model_selector.triton_backend import BackendError, build_backend, find_backend
+from model_selector.build import repository as writer
+from model_selector.build.export import resolve_backbone
+from model_selector.build.pipeline import write_device_profile
+from model_selector.core import layout
+from model_selector.serve import backend as triton_backend
+from model_selector.serve.backend import BackendError, build_backend, find_backend
+from model_selector.serve.client import RouterClient
+from model_selector.serve.server import LocalTritonServer, ServeError, find_triton
 
-ONNX_MODELS = (repo.EMBEDDING, repo.HEADS)
+ONNX_MODELS = (layout.EMBEDDING, layout.HEADS)
 # A person would route these the same whatever the device profile.
 ROUTES = [("How do I create a for loop in JavaScript?", "code_decision"),
           ("Calculate the derivative of sin(x) * cos(x)", "math_decision"),
@@ -48,7 +49,7 @@ def test_the_served_onnx_models_run_on_the_native_backend(server, built_reposito
     for name in ONNX_MODELS:
         served = _served_config(server.grpc_url, name)
         assert served["backend"] == "onnxruntime" and served["platform"] == "onnxruntime_onnx", name
-        built = repo.read_config(built_repository / name / "config.pbtxt")
+        built = layout.read_config(built_repository / name / "config.pbtxt")
         assert [i["kind"] for i in served["instance_group"]] == ["KIND_CPU"] * len(built.instance_group)
         assert {k: v["string_value"] for k, v in served.get("parameters", {}).items()} == \
             {k: v.string_value for k, v in built.parameters.items()}
@@ -60,7 +61,7 @@ def backbone():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("device", repo.DEVICES)
+@pytest.mark.parametrize("device", layout.DEVICES)
 def test_every_device_profile_loads_on_the_native_backend_as_built(device, built_repository, backbone, tmp_path):
     """Each production profile loads with only the instance kind rewritten; warmups execute.
 
@@ -68,11 +69,11 @@ def test_every_device_profile_loads_on_the_native_backend_as_built(device, built
     entry of gpu-tensorrt stays in the served config as written: nothing needs removing."""
     profile = tmp_path / device
     shutil.copytree(built_repository, profile)
-    manifest = repo.read_manifest(built_repository)
-    write_device_profile(profile, backbone, repo.RepositoryShape(
+    manifest = layout.read_manifest(built_repository)
+    write_device_profile(profile, backbone, writer.RepositoryShape(
         manifest["backbone"]["embedding_dim"], len(manifest["models"]), manifest["backbone"]["pad_id"], device,
         manifest["backbone"]["max_length"]), [query for query, _ in ROUTES])
-    built = {name: repo.read_config(profile / name / "config.pbtxt") for name in ONNX_MODELS}
+    built = {name: layout.read_config(profile / name / "config.pbtxt") for name in ONNX_MODELS}
 
     with LocalTritonServer.on_free_ports(profile, watchdog=False, log_verbose=1) as running:
         log = running.log_file.read_text(errors="replace")
@@ -99,10 +100,10 @@ def test_every_device_profile_loads_on_the_native_backend_as_built(device, built
             routes = client.select([query for query, _ in ROUTES])
     assert [r.decision for r in routes] == [decision for _, decision in ROUTES]
     if device == "gpu-tensorrt":
-        (trt,) = built[repo.EMBEDDING].optimization.execution_accelerators.gpu_execution_accelerator
+        (trt,) = built[layout.EMBEDDING].optimization.execution_accelerators.gpu_execution_accelerator
         assert trt.name == "tensorrt"
-    if device in repo.FP16_DEVICES:
-        assert built[repo.EMBEDDING].model_warmup
+    if device in layout.FP16_DEVICES:
+        assert built[layout.EMBEDDING].model_warmup
 
 
 def test_the_backend_build_is_cached_and_says_where_it_came_from():

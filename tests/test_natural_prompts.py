@@ -7,9 +7,15 @@ import json
 
 import pytest
 
-from model_selector.config import DOMAINS
-from model_selector.data import (NATURAL_PROMPTS_DIR, DataError, holds_benchmark_records, is_natural_validation,
-                                 load_labelled_prompts, load_natural_prompts)
+from model_selector.core.config import DOMAINS
+from model_selector.data.loaders import (
+    NATURAL_PROMPTS_DIR,
+    DataError,
+    holds_benchmark_records,
+    is_natural_validation,
+    load_labelled_prompts,
+    load_natural_prompts,
+)
 
 
 def _write(tmp_path, lines: list, name: str = "prompts.jsonl"):
@@ -83,3 +89,14 @@ def test_a_line_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes(json.dumps(GOOD).encode() + b'\n{"query": "caf\xe9", "category": "other"}\n')
     with pytest.raises(DataError, match=r"prompts.jsonl:2: not UTF-8 text \(invalid continuation byte at byte 14\)"):
         load_labelled_prompts(path)
+
+
+def test_evaluate_names_the_shipped_sets_so_a_wheel_user_needs_no_path():
+    from model_selector.cli.main import build_parser
+    from model_selector.data.loaders import DEFAULT_DATA_DIR, NATURAL_PROMPTS_DIR
+
+    parse = build_parser().parse_args
+    assert parse(["evaluate", "--data", "natural-prompts"]).data == NATURAL_PROMPTS_DIR
+    assert parse(["evaluate", "--data", "mmlu-pro"]).data == parse(["evaluate"]).data == DEFAULT_DATA_DIR
+    assert parse(["evaluate", "--data", "mine.jsonl"]).data.name == "mine.jsonl"
+    assert (NATURAL_PROMPTS_DIR / "natural_prompts.jsonl.gz").is_file() and (DEFAULT_DATA_DIR / "models.json").is_file()

@@ -18,10 +18,10 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from transformers import Qwen3Config, Qwen3Model
 
-from model_selector import repository as repo
-from model_selector.export import PooledEncoder, export_onnx, resolve_backbone, write_tokenizer
-from model_selector.serve import LocalTritonServer
-
+from model_selector.build import repository as writer
+from model_selector.build.export import PooledEncoder, export_onnx, resolve_backbone, write_tokenizer
+from model_selector.core import layout
+from model_selector.serve.server import LocalTritonServer
 
 TEXTS = ["Calculate the derivative of sin(x) * cos(x)", "hi", "", "日本語のテキスト 🚀 and some English",
          "A much longer question about the law of contracts " * 6]
@@ -49,18 +49,19 @@ def test_tokenizer_appends_eos(tiny_qwen3, tmp_path):
     assert ids[-1] == 151643 and len(ids) == 2
 
 
+@pytest.mark.integration  # exports a backbone with PyTorch
 def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
     backbone = resolve_backbone(str(tiny_qwen3))
     repository = tmp_path / "repository"
-    dim = export_onnx(backbone, repository / repo.EMBEDDING / "1" / "model.onnx")
-    write_tokenizer(backbone, repository / repo.TOKENIZER / "1" / "tokenizer.json")
-    configs = repo.model_configs(repo.RepositoryShape(dim, 1, backbone.pad_id))
-    for name in (repo.TOKENIZER, repo.EMBEDDING):
+    dim = export_onnx(backbone, repository / layout.EMBEDDING / "1" / "model.onnx")
+    write_tokenizer(backbone, repository / layout.TOKENIZER / "1" / "tokenizer.json")
+    configs = writer.model_configs(writer.RepositoryShape(dim, 1, backbone.pad_id))
+    for name in (layout.TOKENIZER, layout.EMBEDDING):
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(configs[name]))
-    repo.copy_python_models(repository, (repo.TOKENIZER,))
+    writer.copy_python_models(repository, (layout.TOKENIZER,))
 
     # The reference: PyTorch on each text alone, tokenized by the same tokenizer.json, no padding.
-    tokenizer = Tokenizer.from_file(str(repository / repo.TOKENIZER / "1" / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(repository / layout.TOKENIZER / "1" / "tokenizer.json"))
     encoder = PooledEncoder(backbone)
     with torch.no_grad():
         expected = np.concatenate([
@@ -71,7 +72,7 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
         client = grpcclient.InferenceServerClient(server.grpc_url)
         query = grpcclient.InferInput("query", [len(TEXTS), 1], "BYTES")
         query.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_).reshape(-1, 1))
-        tokens = client.infer(repo.TOKENIZER, [query])
+        tokens = client.infer(layout.TOKENIZER, [query])
         ids, mask = tokens.as_numpy("input_ids"), tokens.as_numpy("attention_mask")
         assert ids.shape[1] % 16 == 0 and (ids[mask == 0] == backbone.pad_id).all()
         inputs = []
@@ -79,16 +80,17 @@ def test_exported_qwen3_served_matches_pytorch(tiny_qwen3, tmp_path):
             tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        served = client.infer(repo.EMBEDDING, inputs).as_numpy("embedding")
+        served = client.infer(layout.EMBEDDING, inputs).as_numpy("embedding")
         client.close()
     assert served.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(served, expected, atol=1e-4)
 
 
+@pytest.mark.integration  # exports a backbone with PyTorch
 def test_fp16_export_agrees_with_fp32(tiny_qwen3, tmp_path):
     """The GPU profiles serve an fp16 graph; its output stays fp32 and close to the fp32 graph's."""
-    from model_selector.embed import OnnxEmbedder
+    from model_selector.build.embed import OnnxEmbedder
 
     backbone = resolve_backbone(str(tiny_qwen3))
     tokenizer_path = tmp_path / "tokenizer.json"
@@ -103,15 +105,15 @@ def test_fp16_export_agrees_with_fp32(tiny_qwen3, tmp_path):
 
 
 def test_gpu_tensorrt_profile_config():
-    config = repo.model_configs(repo.RepositoryShape(1024, 10, 151643, "gpu-tensorrt", 512))[repo.EMBEDDING]
-    assert config.instance_group[0].kind == repo.mc.ModelInstanceGroup.KIND_GPU
-    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32, repo.MAX_BATCH_SIZE]
-    assert [w.batch_size for w in config.model_warmup] == [1, repo.MAX_BATCH_SIZE]
+    config = writer.model_configs(writer.RepositoryShape(1024, 10, 151643, "gpu-tensorrt", 512))[layout.EMBEDDING]
+    assert config.instance_group[0].kind == writer.mc.ModelInstanceGroup.KIND_GPU
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32, writer.MAX_BATCH_SIZE]
+    assert [w.batch_size for w in config.model_warmup] == [1, writer.MAX_BATCH_SIZE]
     (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
     assert trt.parameters["trt_engine_cache_enable"] == "1"
-    assert trt.parameters["trt_profile_max_shapes"] == f"input_ids:{repo.MAX_BATCH_SIZE}x512,attention_mask:{repo.MAX_BATCH_SIZE}x512"
-    cuda = repo.model_configs(repo.RepositoryShape(1024, 10, 151643, "gpu-fp16", 512))[repo.EMBEDDING]
+    assert trt.parameters["trt_profile_max_shapes"] == f"input_ids:{writer.MAX_BATCH_SIZE}x512,attention_mask:{writer.MAX_BATCH_SIZE}x512"
+    cuda = writer.model_configs(writer.RepositoryShape(1024, 10, 151643, "gpu-fp16", 512))[layout.EMBEDDING]
     assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator and cuda.model_warmup
     # Parses back as Triton reads it.
-    assert repo.read_config_text(text_format.MessageToString(config)) == config
+    assert layout.read_config_text(text_format.MessageToString(config)) == config

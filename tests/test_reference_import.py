@@ -21,11 +21,20 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.svm import SVC
 
-from model_selector import repository as repo
-from model_selector.config import DOMAINS
-from model_selector.contract import EXPECTED_TOKENS
-from model_selector.reference_selectors import (ArtifactError, download_artifacts, import_artifacts, kmeans_graph,
-                                                knn_graph, load_artifact, mlp_graph, splice_into_heads, svm_graph)
+from model_selector.compat.reference_selectors import (
+    ArtifactError,
+    download_artifacts,
+    import_artifacts,
+    kmeans_graph,
+    knn_graph,
+    load_artifact,
+    mlp_graph,
+    splice_into_heads,
+    svm_graph,
+)
+from model_selector.core import layout
+from model_selector.core.config import DOMAINS
+from model_selector.core.contract import EXPECTED_TOKENS
 
 DATA = Path(__file__).parent / "data" / "reference"
 REFERENCE_MODELS = ["codellama-7b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b"]
@@ -252,13 +261,13 @@ def test_a_malformed_mlp_artifact_is_refused_with_the_layer_named(tmp_path, dama
 # --- Into a repository ------------------------------------------------------------------
 
 def test_import_refuses_a_repository_on_another_backbone(built_repository, tmp_path):
-    before = (built_repository / repo.HEADS / repo.VERSION / "model.onnx").stat().st_mtime
+    before = (built_repository / layout.HEADS / layout.VERSION / "model.onnx").stat().st_mtime
     with pytest.raises(ArtifactError, match="pair only with the qwen3-0.6b backbone.*--embedding qwen3-0.6b"):
         import_artifacts(DATA, built_repository)
     result = subprocess.run([sys.executable, "-m", "model_selector.cli", "import", "--from", str(DATA),
                              "--repository", str(built_repository)], capture_output=True, text=True)
     assert result.returncode == 2 and "qwen3-0.6b" in result.stderr
-    assert (built_repository / repo.HEADS / repo.VERSION / "model.onnx").stat().st_mtime == before
+    assert (built_repository / layout.HEADS / layout.VERSION / "model.onnx").stat().st_mtime == before
 
 
 def test_hub_unreachable_is_a_clear_error(tmp_path, monkeypatch):
@@ -272,9 +281,9 @@ def test_imported_selectors_splice_into_router_heads(built_repository, tmp_path)
 
     The MiniLM repository stands in for a Qwen3 one: the graphs are the same whatever
     the embedding width, so a KMeans artifact over its 384 + 14 features is enough."""
-    from model_selector.evaluate import repository_embedder
+    from model_selector.measure.router import repository_embedder
 
-    selectors = json.loads((built_repository / repo.DECISION / repo.VERSION / "selectors.json").read_text())
+    selectors = json.loads((built_repository / layout.DECISION / layout.VERSION / "selectors.json").read_text())
     catalog = selectors["models"]
     dim = json.loads((built_repository / "manifest.json").read_text())["backbone"]["embedding_dim"]
     train_embedding, train_probs = random_inputs(400, dim, seed=6)
@@ -283,7 +292,7 @@ def test_imported_selectors_splice_into_router_heads(built_repository, tmp_path)
                 "cluster_models": [catalog[i % len(catalog)] for i in range(6)]}
     (tmp_path / "kmeans_model.json").write_text(json.dumps(artifact))
     graph = kmeans_graph(load_artifact("kmeans", tmp_path / "kmeans_model.json"), catalog, dim)
-    heads = onnx.load(str(built_repository / repo.HEADS / repo.VERSION / "model.onnx"))
+    heads = onnx.load(str(built_repository / layout.HEADS / layout.VERSION / "model.onnx"))
     spliced = splice_into_heads(heads, {"kmeans": graph})
 
     queries = ["Calculate the derivative of sin(x) * cos(x)", "What were the main causes of World War I?",

@@ -8,8 +8,10 @@ import onnx
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from model_selector import repository as repo
-from model_selector.repository import read_config
+from model_selector.build import repository as writer
+from model_selector.core import layout
+from model_selector.core.contract import ENSEMBLE
+from model_selector.core.layout import read_config
 
 ONNX_TYPES = {onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.INT64: mc.TYPE_INT64}
 
@@ -18,7 +20,7 @@ def _dims(value_info) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
 
 
-@pytest.mark.parametrize("name", repo.ONNX_MODELS)
+@pytest.mark.parametrize("name", layout.ONNX_MODELS)
 def test_onnx_config_matches_model(built_repository, name):
     config = read_config(built_repository / name / "config.pbtxt")
     model = onnx.load(str(built_repository / name / "1" / "model.onnx"), load_external_data=False)
@@ -34,16 +36,16 @@ def test_onnx_config_matches_model(built_repository, name):
 
 def test_every_config_parses_and_python_models_are_present(built_repository):
     names = sorted(p.parent.name for p in built_repository.glob("*/config.pbtxt"))
-    assert names == sorted([repo.ENSEMBLE, *repo.PYTHON_MODELS, *repo.ONNX_MODELS])
+    assert names == sorted([ENSEMBLE, *layout.PYTHON_MODELS, *layout.ONNX_MODELS])
     for name in names:
         config = read_config(built_repository / name / "config.pbtxt")
         assert config.name == name and config.max_batch_size > 0
-    for name in repo.PYTHON_MODELS:
+    for name in layout.PYTHON_MODELS:
         assert (built_repository / name / "1" / "model.py").is_file()
 
 
 def test_ensemble_contract_and_wiring(built_repository):
-    ensemble = read_config(built_repository / repo.ENSEMBLE / "config.pbtxt")
+    ensemble = read_config(built_repository / ENSEMBLE / "config.pbtxt")
     assert ensemble.platform == "ensemble"
     assert [(t.name, t.data_type, list(t.dims)) for t in ensemble.input] == [("query", mc.TYPE_STRING, [1])]
     assert [(t.name, t.data_type, list(t.dims)) for t in ensemble.output] == [
@@ -82,28 +84,28 @@ def test_python_models_import_only_what_the_serving_image_installs():
     import subprocess
     import sys
 
-    code = ("import sys; import model_selector.config, model_selector.decision_engine, model_selector.contract, "
-            "model_selector.tokenization; heavy = {'tritonclient', 'sklearn', 'torch', 'onnx', 'onnxruntime', "
+    code = ("import sys, pkgutil, importlib, model_selector.core as core; "
+            "[importlib.import_module(f'model_selector.core.{m.name}') for m in pkgutil.iter_modules(core.__path__)]; heavy = {'tritonclient', 'sklearn', 'torch', 'onnx', 'onnxruntime', "
             "'transformers'} & set(sys.modules); print(sorted(heavy)); sys.exit(bool(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_embedding_instances_and_threads_reach_the_config_and_the_local_server(tmp_path):
-    shape = repo.RepositoryShape(384, 10, 0, "cpu", embedding_instances=2, embedding_threads=1)
-    repo.write_configs(tmp_path / "repository", shape)
-    repo.copy_python_models(tmp_path / "repository")
-    embedding = read_config(tmp_path / "repository" / repo.EMBEDDING / "config.pbtxt")
+    shape = writer.RepositoryShape(384, 10, 0, "cpu", embedding_instances=2, embedding_threads=1)
+    writer.write_configs(tmp_path / "repository", shape)
+    writer.copy_python_models(tmp_path / "repository")
+    embedding = read_config(tmp_path / "repository" / layout.EMBEDDING / "config.pbtxt")
     assert embedding.instance_group[0].count == 2
     assert embedding.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert embedding.parameters["intra_op_thread_count"].string_value == "1"
 
-    from model_selector.serve import materialise
+    from model_selector.serve.server import materialise
 
-    local = read_config(materialise(tmp_path / "repository", tmp_path / "runtime") / repo.EMBEDDING / "config.pbtxt")
+    local = read_config(materialise(tmp_path / "repository", tmp_path / "runtime") / layout.EMBEDDING / "config.pbtxt")
     assert local == embedding  # a CPU profile is served exactly as built
 
-    default = repo.model_configs(repo.RepositoryShape(384, 10, 0))[repo.EMBEDDING]
+    default = writer.model_configs(writer.RepositoryShape(384, 10, 0))[layout.EMBEDDING]
     assert default.instance_group[0].count == 1 and "intra_op_thread_count" not in default.parameters
 
 
@@ -115,11 +117,11 @@ def test_the_repository_to_serve_trains_on_every_shipped_question(built_reposito
     import subprocess
     import sys
 
-    from model_selector.build import BuildOptions, build
-    from model_selector.cli import DEMO_QUERIES
-    from model_selector.client import RouterClient
-    from model_selector.data import DEFAULT_DATA_DIR, NATURAL_PROMPTS_DIR
-    from model_selector.serve import LocalTritonServer
+    from model_selector.build.pipeline import BuildOptions, build
+    from model_selector.cli.demo import DEMO_QUERIES
+    from model_selector.data.loaders import DEFAULT_DATA_DIR, NATURAL_PROMPTS_DIR
+    from model_selector.serve.client import RouterClient
+    from model_selector.serve.server import LocalTritonServer
 
     from .conftest import CONFIG
 

@@ -6,15 +6,25 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from model_selector.config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, SvmSettings, load_config
-from model_selector.contract import EXPECTED_TOKENS
-from model_selector.data import load_mmlu_pro, load_natural_prompts, split_train_test
-from model_selector.embed import OnnxEmbedder
-from model_selector.onnx_graphs import int8_similarity, quantize_keys
-from model_selector.tokenization import token_counts
-from model_selector.train import (DomainPrior, LabelledRows, domain_quality_table, fit_model_svms, svm_selector_from,
-                                  tfidf, train_domain_classifier, train_kmeans, train_knn, train_mlp,
-                                  with_typical_tokens)
+from model_selector.build.embed import OnnxEmbedder
+from model_selector.build.onnx_graphs import int8_similarity, quantize_keys
+from model_selector.build.train import (
+    DomainPrior,
+    LabelledRows,
+    domain_quality_table,
+    fit_model_svms,
+    svm_selector_from,
+    tfidf,
+    train_domain_classifier,
+    train_kmeans,
+    train_knn,
+    train_mlp,
+    with_typical_tokens,
+)
+from model_selector.core.config import DOMAINS, KmeansSettings, KnnSettings, MlpSettings, SvmSettings, load_config
+from model_selector.core.contract import EXPECTED_TOKENS
+from model_selector.core.tokenization import token_counts
+from model_selector.data.loaders import load_mmlu_pro, load_natural_prompts, split_train_test
 
 from .conftest import CONFIG
 
@@ -234,7 +244,7 @@ def test_domain_quality_table_weights_queries_by_domain_probability():
 
 def test_combined_heads_equal_their_parts(data, classifier, prior):
     """router_heads is the classifier and the selectors in one graph: same outputs as each alone."""
-    from model_selector.onnx_graphs import combine_heads
+    from model_selector.build.onnx_graphs import combine_heads
 
     embedder, x, train, x_test, test = data
     selectors = {"knn": train_knn(x, train.performance, train.output_tokens, KnnSettings(k=10), prior),

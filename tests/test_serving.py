@@ -12,10 +12,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-from model_selector.client import RouterClient, RouterUnavailable, route
-from model_selector.config import load_config
-from model_selector.data import load_mmlu_pro, load_natural_prompts
-from model_selector.serve import free_ports
+from model_selector.core.config import load_config
+from model_selector.data.loaders import load_mmlu_pro, load_natural_prompts
+from model_selector.serve.client import RouterClient, RouterUnavailable, route
+from model_selector.serve.server import free_ports
 
 from .conftest import CONFIG
 
@@ -65,15 +65,15 @@ def _natural_validation_sample(per_domain: int = 4) -> tuple[list[str], list[str
 def test_natural_prompts_of_every_domain_reach_their_domain(server, built_repository):
     """Real prompts (code, pasted text, other languages), 4 of each domain: the served ensemble routes them as
     the in-process graphs do, most to their own domain (0.84 on the whole validation split), few unrouted."""
-    from model_selector.evaluate import InProcessRouter
+    from model_selector.measure.router import InProcessRouter
 
     queries, categories = _natural_validation_sample()
     with RouterClient(server.grpc_url) as client:
         served = client.select(queries)
     router = InProcessRouter(built_repository)
-    for query, route in zip(queries, served):
+    for query, routed in zip(queries, served):
         expected = router.route_query(query)
-        assert (route.domain, route.decision, route.selected_model) == \
+        assert (routed.domain, routed.decision, routed.selected_model) == \
                (expected.domain, expected.decision, expected.selected_model), query[:60]
     accuracy = np.mean([r.domain == c for r, c in zip(served, categories)])
     assert len(queries) == 56 and accuracy >= 0.75, accuracy
@@ -127,7 +127,7 @@ def test_route_with_no_server_says_so():
 
 
 def test_serve_refuses_an_unbuilt_repository(tmp_path):
-    from model_selector.serve import LocalTritonServer, ServeError
+    from model_selector.serve.server import LocalTritonServer, ServeError
 
     with pytest.raises(ServeError, match="run `model-selector build`"):
         LocalTritonServer(tmp_path / "nowhere").start()

@@ -7,10 +7,21 @@ import numpy as np
 import pytest
 import yaml
 
-from model_selector.config import load_config
-from model_selector.data import is_test_question, load_mmlu_pro
-from model_selector.tune import (DOMAIN_THRESHOLDS, KEEP_MARGIN, Grid, choose_setting, cross_validate, cv_fold,
-                                 grid_from, is_validation_question, prediction_skill, tune, write_tuning_report)
+from model_selector.core.config import load_config
+from model_selector.data.loaders import is_test_question, load_mmlu_pro
+from model_selector.measure.tune import (
+    DOMAIN_THRESHOLDS,
+    KEEP_MARGIN,
+    Grid,
+    choose_setting,
+    cross_validate,
+    cv_fold,
+    grid_from,
+    is_validation_question,
+    prediction_skill,
+    tune,
+    write_tuning_report,
+)
 
 from .conftest import CONFIG
 

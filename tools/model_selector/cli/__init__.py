@@ -1,0 +1,1 @@
+"""The `model-selector` command line: a small `main` and one module per subcommand."""

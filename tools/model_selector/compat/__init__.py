@@ -1,0 +1,1 @@
+"""vLLM Semantic Router compatibility: importing its pretrained selectors."""
