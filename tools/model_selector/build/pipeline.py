@@ -29,6 +29,7 @@ from model_selector.data.loaders import (
     NATURAL_PROMPTS_DIR,
     NATURAL_PROMPTS_FILE,
     Benchmark,
+    EvalSet,
     LabelledPrompts,
     data_files,
     load_domain_topics,
@@ -38,6 +39,7 @@ from model_selector.data.loaders import (
     load_records,
     load_short_questions,
     split_train_test,
+    typical_output_tokens,
 )
 
 if TYPE_CHECKING:
@@ -211,21 +213,10 @@ def write_device_profile(repository: Path, backbone, shape: writer.RepositorySha
     return metrics
 
 
-def build(options: BuildOptions) -> dict:
-    """Build the repository; returns the manifest. Skips the work when nothing changed."""
-    from model_selector.build.embed import OnnxEmbedder
-    from model_selector.build.export import export_onnx, resolve_backbone, write_tokenizer
-    from model_selector.build.train import train_selectors, with_typical_tokens
-
-    config: RouterConfig = load_config(options.config)
-    # Read before minutes of export, so that a malformed line fails the build at once.
-    records = None if options.records is None else load_records(options.records, config.model_names)
-    natural_train, natural_validation = load_natural_prompts(options.natural_prompts_dir)
-    repository = Path(options.repository)
-    backbone = resolve_backbone(options.embedding)
-    fingerprint = _inputs_fingerprint(options, backbone.source)
+def _up_to_date(repository: Path, fingerprint: str, force: bool) -> dict | None:
+    """The manifest of a complete build of the same inputs, or None when there is work to do."""
     manifest_path = repository / layout.MANIFEST
-    if not options.force and manifest_path.is_file():
+    if not force and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("inputs_fingerprint") == fingerprint:
             try:
@@ -241,6 +232,112 @@ def build(options: BuildOptions) -> dict:
         if imported:
             log.warning("rebuilding replaces the imported reference selectors (%s) with newly trained ones; run "
                         "`model-selector import` again to serve the reference's", ", ".join(sorted(imported)))
+    return None
+
+
+@dataclass
+class HeldOut:
+    """The held-out MMLU-Pro queries of a --holdout build, as the classifier sees them."""
+
+    questions: Benchmark
+    embeddings: np.ndarray
+    domain_probs: np.ndarray
+
+
+def _classifier_metrics(config: RouterConfig, classifier: DomainClassifier, embedder, test: Benchmark,
+                        natural_validation: LabelledPrompts, options: BuildOptions) -> tuple[dict, HeldOut | None]:
+    """Domain accuracy on the short questions (never trained on) and, for a --holdout build, on the
+    held-out questions and the natural validation prompts."""
+    short_texts, short_labels = load_short_questions()
+    short_probs = classifier.predict(*embedder.tokenizer.encode(short_texts),
+                                     embedder.embed(short_texts, options.cache_dir))
+    metrics = {"domain_accuracy_short_questions": round(float((short_probs.argmax(axis=1) == short_labels).mean()), 4)}
+    log.info("domain classifier: %.4f accuracy on %d short questions (never trained on)",
+             metrics["domain_accuracy_short_questions"], len(short_texts))
+    if not options.holdout:
+        return metrics, None
+    embeddings = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
+    heldout = HeldOut(test, embeddings, classifier.predict(*embedder.tokenizer.encode(test.queries), embeddings))
+    metrics["domain_accuracy_heldout"] = round(
+        float((heldout.domain_probs.argmax(axis=1) == test.category_ids()).mean()), 4)
+    metrics.update(_natural_validation_metrics(config, classifier, embedder, natural_validation, options.cache_dir))
+    log.info("domain classifier: %.4f accuracy on %d held-out MMLU-Pro queries, %.4f on %d natural validation "
+             "prompts (computer science recall %.4f, %.1f%% match no decision)",
+             metrics["domain_accuracy_heldout"], len(test), metrics["domain_accuracy_natural_validation"],
+             len(natural_validation), metrics["computer_science_recall_natural_validation"],
+             100 * metrics["unrouted_share_natural_validation"])
+    return metrics, heldout
+
+
+@dataclass
+class SelectorData:
+    """What the selectors learn from: one row per query with every model's result."""
+
+    embeddings: np.ndarray  # [N, D]
+    domain_probs: np.ndarray  # [N, 14]
+    quality: np.ndarray  # [N, M]
+    output_tokens: np.ndarray  # [N, M], unknown counts filled with the model's typical one
+    expected_tokens: dict[str, float]  # model -> typical answer length
+
+
+def _selector_data(records: EvalSet | None, fit: Benchmark, fit_queries: np.ndarray, classifier: DomainClassifier,
+                   embedder, models: list[str], cache_dir: Path | None) -> SelectorData:
+    """The complete MMLU-Pro training rows, or the user's records (`build --data`)."""
+    from model_selector.build.train import with_typical_tokens
+
+    if records is None:
+        complete = fit.complete_rows()
+        x, quality, tokens = fit_queries[complete], fit.performance[complete], fit.output_tokens[complete]
+        texts = [fit.queries[i] for i in np.flatnonzero(complete)]
+        expected = typical_output_tokens(fit.output_tokens, models)
+    else:
+        texts, quality, tokens = records.queries, records.performance, records.output_tokens
+        x = embedder.embed(texts, cache_dir, description="your queries")
+        expected = records.expected_output_tokens()
+    return SelectorData(x, classifier.predict(*embedder.tokenizer.encode(texts), x), quality,
+                        with_typical_tokens(tokens, np.array([expected[m] for m in models])), expected)
+
+
+def _selector_heldout_quality(selectors: dict, heldout: HeldOut) -> dict[str, float]:
+    """Each selector's held-out quality when it alone chooses, at no cost weight."""
+    test, complete = heldout.questions, heldout.questions.complete_rows()
+    metrics = {}
+    for algorithm, selector in selectors.items():
+        chosen = selector.predict(heldout.embeddings[complete], heldout.domain_probs[complete]).argmax(axis=1)
+        picked = test.performance[complete][np.arange(len(chosen)), chosen]
+        metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
+    return metrics
+
+
+def _data_manifest(options: BuildOptions, natural_train: LabelledPrompts, natural_validation: LabelledPrompts,
+                   selector_rows: int) -> dict:
+    natural_file = Path(options.natural_prompts_dir) / NATURAL_PROMPTS_FILE
+    return {"files": [p.name for p in data_files(options.data_dir)],
+            "sha256": sha256_files(*data_files(options.data_dir)),
+            "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200",
+            "natural_prompts": {"file": NATURAL_PROMPTS_FILE, "sha256": sha256_files(natural_file),
+                                "train": len(natural_train), "validation": len(natural_validation),
+                                "split": "validation: sha256('natural-prompts:<query>') % 1000 < 250"},
+            "selector_records": None if options.records is None else {
+                "file": Path(options.records).name, "sha256": sha256_files(Path(options.records)),
+                "queries": selector_rows}}
+
+
+def build(options: BuildOptions) -> dict:
+    """Build the repository; returns the manifest. Skips the work when nothing changed."""
+    from model_selector.build.embed import OnnxEmbedder
+    from model_selector.build.export import export_onnx, resolve_backbone, write_tokenizer
+    from model_selector.build.train import train_selectors
+
+    config: RouterConfig = load_config(options.config)
+    # Read before minutes of export, so that a malformed line fails the build at once.
+    records = None if options.records is None else load_records(options.records, config.model_names)
+    natural_train, natural_validation = load_natural_prompts(options.natural_prompts_dir)
+    repository = Path(options.repository)
+    backbone = resolve_backbone(options.embedding)
+    fingerprint = _inputs_fingerprint(options, backbone.source)
+    if (manifest := _up_to_date(repository, fingerprint, options.force)) is not None:
+        return manifest
     started = time.monotonic()
     models = config.model_names
 
@@ -260,42 +357,14 @@ def build(options: BuildOptions) -> dict:
              len(fit), f" ({len(test)} held out)" if options.holdout else " (all: build --holdout to measure)",
              len(natural_train) + len(natural_validation), len(natural_fit))
     embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
-    tokenizer = embedder.tokenizer
     fit_queries = embedder.embed(fit.queries, options.cache_dir, description="training queries")
     fit_questions = embedder.embed(fit.questions, options.cache_dir, description="training questions")
 
     classifier = train_classifier(embedder, fit, fit_queries, fit_questions, natural_fit, options.cache_dir)
-    short_texts, short_labels = load_short_questions()
-    short_probs = classifier.predict(*tokenizer.encode(short_texts), embedder.embed(short_texts, options.cache_dir))
-    metrics = {"domain_accuracy_short_questions": round(float((short_probs.argmax(axis=1) == short_labels).mean()), 4)}
-    if options.holdout:
-        test_queries = embedder.embed(test.queries, options.cache_dir, description="held-out queries")
-        test_probs = classifier.predict(*tokenizer.encode(test.queries), test_queries)
-        metrics["domain_accuracy_heldout"] = round(float((test_probs.argmax(axis=1) == test.category_ids()).mean()), 4)
-        metrics.update(_natural_validation_metrics(config, classifier, embedder, natural_validation,
-                                                   options.cache_dir))
-        log.info("domain classifier: %.4f accuracy on %d held-out MMLU-Pro queries, %.4f on %d natural validation "
-                 "prompts (computer science recall %.4f, %.1f%% match no decision)",
-                 metrics["domain_accuracy_heldout"], len(test), metrics["domain_accuracy_natural_validation"],
-                 len(natural_validation), metrics["computer_science_recall_natural_validation"],
-                 100 * metrics["unrouted_share_natural_validation"])
-    log.info("domain classifier: %.4f accuracy on %d short questions (never trained on)",
-             metrics["domain_accuracy_short_questions"], len(short_texts))
-
-    if records is None:
-        complete = fit.complete_rows()
-        x, quality = fit_queries[complete], fit.performance[complete]
-        domain_probs = classifier.predict(*tokenizer.encode([fit.queries[i] for i in np.flatnonzero(complete)]), x)
-        expected_tokens = {m: float(np.nanmean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
-        output_tokens = fit.output_tokens[complete]
-    else:
-        x = embedder.embed(records.queries, options.cache_dir, description="your queries")
-        quality = records.performance
-        domain_probs = classifier.predict(*tokenizer.encode(records.queries), x)
-        expected_tokens = records.expected_output_tokens()
-        output_tokens = records.output_tokens
-    output_tokens = with_typical_tokens(output_tokens, np.array([expected_tokens[m] for m in models]))
-    selectors = train_selectors(x, domain_probs, quality, output_tokens, config.model_selection, models)
+    metrics, heldout = _classifier_metrics(config, classifier, embedder, test, natural_validation, options)
+    data = _selector_data(records, fit, fit_queries, classifier, embedder, models, options.cache_dir)
+    selectors = train_selectors(data.embeddings, data.domain_probs, data.quality, data.output_tokens,
+                                config.model_selection, models)
 
     heads = onnx_graphs.combine_heads(classifier.to_onnx(), {a: s.to_onnx() for a, s in selectors.items()})
     _save_onnx(heads, repository / layout.HEADS / layout.VERSION / "model.onnx")
@@ -306,15 +375,11 @@ def build(options: BuildOptions) -> dict:
     decision_dir = repository / layout.DECISION / layout.VERSION
     shutil.copyfile(options.config, decision_dir / "router.yaml")
     (decision_dir / "selectors.json").write_text(json.dumps(
-        {"models": models, "expected_output_tokens": expected_tokens}, indent=1))
+        {"models": models, "expected_output_tokens": data.expected_tokens}, indent=1))
 
-    metrics.update({"n_train_selectors": len(x), "n_heldout": len(test) if options.holdout else 0})
-    if options.holdout and records is None:
-        test_complete = test.complete_rows()
-        for algorithm, selector in selectors.items():
-            chosen = selector.predict(test_queries[test_complete], test_probs[test_complete]).argmax(axis=1)
-            picked = test.performance[test_complete][np.arange(len(chosen)), chosen]
-            metrics[f"{algorithm}_heldout_quality_at_zero_cost_weight"] = round(float(picked.mean()), 4)
+    metrics.update({"n_train_selectors": len(data.embeddings), "n_heldout": len(test) if options.holdout else 0})
+    if heldout is not None and records is None:
+        metrics.update(_selector_heldout_quality(selectors, heldout))
     manifest = {
         "format": BUILD_FORMAT,
         "backbone": {"name": backbone.name, "pooling": backbone.pooling, "max_length": backbone.max_length,
@@ -325,22 +390,13 @@ def build(options: BuildOptions) -> dict:
         # or "holdout" (the held-out splits kept out, so that evaluate and the metrics measure on them).
         "training": {"split": "holdout" if options.holdout else "all",
                      "mmlu_pro_questions": len(fit), "natural_prompts": len(natural_fit)},
-        "data": {"files": [p.name for p in data_files(options.data_dir)],
-                 "sha256": sha256_files(*data_files(options.data_dir)),
-                 "split": "held out: sha256('mmlu-pro:<question_id>') % 1000 < 200",
-                 "natural_prompts": {"file": NATURAL_PROMPTS_FILE,
-                                     "sha256": sha256_files(Path(options.natural_prompts_dir) / NATURAL_PROMPTS_FILE),
-                                     "train": len(natural_train), "validation": len(natural_validation),
-                                     "split": "validation: sha256('natural-prompts:<query>') % 1000 < 250"},
-                 "selector_records": None if options.records is None else {
-                     "file": Path(options.records).name, "sha256": sha256_files(Path(options.records)),
-                     "queries": len(x)}},
+        "data": _data_manifest(options, natural_train, natural_validation, len(data.embeddings)),
         "selectors": config.model_selection.model_dump(),
         "metrics": metrics,
         "libraries": _versions(),
         "build_seconds": round(time.monotonic() - started, 1),
         "inputs_fingerprint": fingerprint,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    (repository / layout.MANIFEST).write_text(json.dumps(manifest, indent=1))
     log.info("built %s in %.0f s: %s", repository, manifest["build_seconds"], metrics)
     return manifest

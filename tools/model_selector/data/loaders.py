@@ -151,16 +151,20 @@ class EvalSet:
                        self.model_names, self.performance[rows], self.output_tokens[rows])
 
     def expected_output_tokens(self) -> dict[str, float]:
-        """Mean output tokens per model; models without any get the others' mean (cost then
-        follows the catalog price alone)."""
-        known = ~np.isnan(self.output_tokens)
-        fallback = float(self.output_tokens[known].mean()) if known.any() else NOMINAL_OUTPUT_TOKENS
-        missing = [m for j, m in enumerate(self.model_names) if not known[:, j].any()]
-        if missing:
-            log.warning("no output_tokens for %s: assuming %.0f tokens per answer for their cost",
-                        ", ".join(missing), fallback)
-        return {m: float(self.output_tokens[known[:, j], j].mean()) if known[:, j].any() else fallback
-                for j, m in enumerate(self.model_names)}
+        return typical_output_tokens(self.output_tokens, self.model_names)
+
+
+def typical_output_tokens(output_tokens: np.ndarray, model_names: list[str]) -> dict[str, float]:
+    """Each model's mean answer length over the known counts of `output_tokens` [N, M]; models without
+    any get the others' mean (their cost then follows the catalog price alone)."""
+    known = ~np.isnan(output_tokens)
+    fallback = float(output_tokens[known].mean()) if known.any() else NOMINAL_OUTPUT_TOKENS
+    missing = [m for j, m in enumerate(model_names) if not known[:, j].any()]
+    if missing:
+        log.warning("no output_tokens for %s: assuming %.0f tokens per answer for their cost",
+                    ", ".join(missing), fallback)
+    return {m: float(output_tokens[known[:, j], j].mean()) if known[:, j].any() else fallback
+            for j, m in enumerate(model_names)}
 
 
 def _mean_known(values: np.ndarray) -> float:

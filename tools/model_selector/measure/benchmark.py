@@ -9,7 +9,6 @@ whatever the server does, so queueing shows up in the latencies.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from model_selector.core import layout
 from model_selector.core.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, EXPECTED_TOKENS
 from model_selector.data.loaders import DEFAULT_DATA_DIR, load_mmlu_pro, load_short_questions, split_train_test
 from model_selector.measure.machine import machine
+from model_selector.measure.reports import write_report
 from model_selector.serve.client import RouterUnavailable, unavailable
 
 log = logging.getLogger(__name__)
@@ -444,6 +444,5 @@ def markdown(report: dict) -> str:
 
 
 def write_benchmark_report(report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    out.with_suffix(".md").write_text(markdown(report))
+    """`out` (JSON) with its markdown beside it."""
+    write_report(out, report, markdown(report))

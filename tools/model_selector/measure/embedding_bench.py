@@ -18,10 +18,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model_selector.measure.machine import machine
+from model_selector.measure.reports import figure, write_report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -257,13 +262,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def plot(report: dict) -> Figure:
+    fig, ax = figure(7, 4.5)
     for provider, result in report["providers"].items():
         if not result["available"]:
             continue
@@ -281,17 +281,12 @@ def plot(report: dict, out: Path) -> None:
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def write_embedding_report(report: dict, out: Path) -> None:
     """`out` (JSON), with the markdown table and the throughput plot beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    plot(report, out.with_suffix(".png"))
+    write_report(out, report, markdown(report), {out.with_suffix(".png").name: plot(report)})
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -7,9 +7,9 @@ tokens x its catalog price, in USD per 1,000 queries.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -18,8 +18,12 @@ from model_selector.core.algorithms import SELECTOR_ALGORITHMS
 from model_selector.core.config import DOMAINS, RouterConfig
 from model_selector.core.decision_engine import DecisionEngine, Route
 from model_selector.data.loaders import DEFAULT_DATA_DIR, EvalSet, domain_ids, load_mmlu_pro, split_train_test
-from model_selector.measure import plain_kmeans
+from model_selector.measure import plain_kmeans, reports
+from model_selector.measure.reports import figure
 from model_selector.measure.router import HeadOutputs, InProcessRouter
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -242,16 +246,11 @@ def domain_lines(domains: dict) -> list[str]:
     return lines + ["", "![domain confusion matrix](domain_confusion.png)", ""]
 
 
-def plot_confusion(domains: dict, path: Path, title: str) -> None:
+def plot_confusion(domains: dict, title: str) -> Figure:
     """Row-normalised confusion matrix with the counts written in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     confusion = np.array(domains["confusion"], dtype=float)
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(9, 8))
+    fig, ax = figure(9, 8)
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     names = domains["domains"]
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
@@ -264,25 +263,22 @@ def plot_confusion(domains: dict, path: Path, title: str) -> None:
     ax.set_xlabel("predicted domain")
     ax.set_ylabel("true domain (prompts)")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def write_report(report: dict, out: Path, command: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """report.json, report.md and the plots (quality against cost, the domain confusion) into `out`."""
     report = {**report, "command": command}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    lines = ["# model-selector evaluation", "", f"`{command}`", ""]
+    lines, figures = ["# model-selector evaluation", "", f"`{command}`", ""], {}
     if "routers" in report:
         lines += _routing_lines(report)
-        plot(report, out / "quality_vs_cost.png")
+        figures["quality_vs_cost.png"] = plot(report)
     if "domains" in report:
         lines += ["## Domains", "", *domain_lines(report["domains"])]
-        plot_confusion(report["domains"], out / "domain_confusion.png",
-                       f"Domain confusion on {report['domains']['n_prompts']} prompts "
-                       f"(accuracy {report['domains']['accuracy']:.3f}; shade = share of the row)")
-    (out / "report.md").write_text("\n".join(lines))
+        figures["domain_confusion.png"] = plot_confusion(
+            report["domains"], f"Domain confusion on {report['domains']['n_prompts']} prompts "
+                               f"(accuracy {report['domains']['accuracy']:.3f}; shade = share of the row)")
+    reports.write_report(out / "report.json", report, "\n".join(lines), figures)
 
 
 def _routing_lines(report: dict) -> list[str]:
@@ -335,13 +331,8 @@ def _label_singles(ax, singles: dict[str, dict], fontsize: float = 7) -> None:
                     ha="center" if crowded else "left")
 
 
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 6))
+def plot(report: dict) -> Figure:
+    fig, ax = figure(9, 6)
     singles = report["baselines"]["single"]
     for entry in singles.values():
         ax.scatter(entry["cost_per_1k"], entry["quality"], color="grey", zorder=3)
@@ -370,6 +361,4 @@ def plot(report: dict, path: Path) -> None:
     ax.set_title(f"Routing on {report['n_queries']} held-out queries: big dots = as configured, bars = 95% intervals")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

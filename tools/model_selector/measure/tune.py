@@ -20,10 +20,10 @@ reaches the highest cross-validated quality within `--budget` (default 33%) of t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -59,6 +59,7 @@ from model_selector.data.loaders import (
     load_mmlu_pro,
     load_natural_prompts,
     split_train_test,
+    typical_output_tokens,
 )
 from model_selector.measure import plain_kmeans as plain
 from model_selector.measure.evaluate import (
@@ -69,7 +70,11 @@ from model_selector.measure.evaluate import (
     ratio_intervals,
     summarize,
 )
+from model_selector.measure.reports import figure, write_report
 from model_selector.measure.router import HeadOutputs, repository_embedder
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +197,7 @@ def split_validation(config: RouterConfig, embedder: OnnxEmbedder, fit: Benchmar
                                   cache_dir)
     probs_fit = classifier.predict(*tokenizer.encode(fit.queries), x_fit)
     probs_val = classifier.predict(*tokenizer.encode(val.queries), x_val)
-    expected_tokens = {m: float(np.nanmean(fit.output_tokens[:, j])) for j, m in enumerate(models)}
+    expected_tokens = typical_output_tokens(fit.output_tokens, models)
     tokens_fit = with_typical_tokens(fit.output_tokens, np.array([expected_tokens[m] for m in models]))
     knn = train_knn(x_fit, fit.performance, tokens_fit, config.model_selection.knn,
                     domain_quality_table(probs_fit, fit.performance))
@@ -249,7 +254,7 @@ def cross_validate(config: RouterConfig, repository: Path, folds: int = CV_FOLDS
         for a, s in configured_scores(v).items():
             scores[a].append(s)
     models = config.model_names
-    expected_tokens = {m: float(np.nanmean(train.output_tokens[:, j])) for j, m in enumerate(models)}
+    expected_tokens = typical_output_tokens(train.output_tokens, models)
     scoring = _scoring(config, train.subset(np.concatenate(order)), np.concatenate(probs),
                        np.concatenate(tokens), expected_tokens)
     return (scoring, {a: np.concatenate(s) for a, s in scores.items()},
@@ -468,8 +473,6 @@ def tune(config_path: Path, repository: Path, budget: float = DEFAULT_BUDGET, gr
 
 
 def write_tuning_report(report: dict, out: Path, command: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({**report, "command": command}, indent=1))
     lines = ["# model-selector tuning", "", f"`{command}`", "",
              f"Fit on {report['split']['fit']} training questions, scored on {report['split']['validation']} "
              f"validation questions ({report['split']['rule']}); the held-out questions are not used.", "",
@@ -554,18 +557,13 @@ def write_tuning_report(report: dict, out: Path, command: str) -> None:
               f"| predictor | skill for {skill['best_single_model']} | mean skill over the models |", "|---|---|---|"]
     lines += [f"| {name} | {row['best_single']} | {row['mean']} |" for name, row in skill["skill"].items()]
     lines.append("")
-    (out / "report.md").write_text("\n".join(lines))
-    plot_cross_validation(report, out / "cross_validation.png")
+    write_report(out / "report.json", {**report, "command": command}, "\n".join(lines),
+                 {"cross_validation.png": plot_cross_validation(report)})
 
 
-def plot_cross_validation(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_cross_validation(report: dict) -> Figure:
     best = report["cross_validation"]["best_single"]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = figure(8, 5)
     lines = [(name, row, {"marker": "."}) for name, row in report["routers"]["routers"].items()]
     lines += [(REFERENCE_LABELS[name], row, {"linestyle": "--", "linewidth": 1})
               for name, row in report["routers"]["references"].items()]
@@ -586,9 +584,7 @@ def plot_cross_validation(report: dict, path: Path) -> None:
     ax.set_title(f"Cross-validated routing, {report['cross_validation']['questions']} training questions")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def grid_from(spec: str | None) -> Grid:

@@ -106,54 +106,59 @@ class GatewayMetrics:
         )
 
 
-def create_gateway_app(config: RouterConfig, router_url: str, source: str = "router.yaml") -> FastAPI:
-    """The gateway as an ASGI app; `config` gives the catalog and every model's endpoint."""
-    settings = config.gateway
-    metrics = GatewayMetrics.create()
-    catalog = set(config.model_names)
-    state: dict = {}
+class Gateway:
+    """The gateway's clients, metrics and request handling; `create_gateway_app` wires them to routes."""
+
+    def __init__(self, config: RouterConfig, router_url: str, source: str = "router.yaml"):
+        self.config, self.router_url, self.source = config, router_url, source
+        self.settings = config.gateway
+        self.metrics = GatewayMetrics.create()
+        self.catalog = set(config.model_names)
+        self.router: AsyncRouterClient | None = None  # both made in the app's event loop, by `lifespan`
+        self.http: httpx.AsyncClient | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(self, _app: FastAPI):
+        config = self.config
         missing = sorted({e.api_key_env for e in map(config.endpoint, config.model_names)
                           if e.api_key_env and e.api_key_env not in os.environ})
         if missing:
             log.warning("API key variable(s) %s not set: requests to the models that need them will fail",
                         ", ".join(missing))
-        state["router"] = AsyncRouterClient(router_url, timeout_s=settings.routing_timeout_s)
-        state["http"] = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream.timeout_s, connect=10.0))
-        log.info("gateway routing through Triton at %s; %d catalog models", router_url, len(catalog))
+        self.router = AsyncRouterClient(self.router_url, timeout_s=self.settings.routing_timeout_s)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.upstream.timeout_s, connect=10.0))
+        log.info("gateway routing through Triton at %s; %d catalog models", self.router_url, len(self.catalog))
         yield
-        await state["http"].aclose()
-        await state["router"].close()
+        await self.http.aclose()
+        await self.router.close()
 
-    app = FastAPI(title="model-selector gateway", lifespan=lifespan)
-
-    async def choose(body: dict) -> dict[str, str]:
+    async def choose(self, body: dict) -> dict[str, str]:
+        """The routing headers for a request to `auto`: Triton's choice, or the default model on fallback."""
         text = routing_text(body)
         started = time.perf_counter()
         try:
-            route = (await state["router"].select([text]))[0]
+            route = (await self.router.select([text]))[0]
         except (RouterUnavailable, InferenceServerException) as err:
             message = err.message() if isinstance(err, InferenceServerException) else str(err)
             reason = ("overloaded" if "overloaded" in message else "unreachable") \
                 if isinstance(err, RouterUnavailable) else "error"
-            if not settings.fallback_to_default_model:
+            if not self.settings.fallback_to_default_model:
                 log.error("routing failed: %s", message)
                 raise GatewayError(503, f"the router is unavailable ({message}); retry later or name a model",
                                    "server_error", "router_unavailable") from None
-            metrics.fallbacks.labels(reason).inc()
-            log.warning("routing failed (%s); falling back to %s", message, config.default_model)
-            route = Route(config.default_model, "", "", 0.0, "fallback", 0.0)
-        metrics.routing_seconds.observe(time.perf_counter() - started)
-        if route.selected_model not in catalog:
+            self.metrics.fallbacks.labels(reason).inc()
+            log.warning("routing failed (%s); falling back to %s", message, self.config.default_model)
+            route = Route(self.config.default_model, "", "", 0.0, "fallback", 0.0)
+        self.metrics.routing_seconds.observe(time.perf_counter() - started)
+        if route.selected_model not in self.catalog:
             raise GatewayError(502, f"the router chose {route.selected_model!r}, which is not in the gateway's "
-                               f"catalog ({source}); serve the repository built from the same router.yaml",
+                               f"catalog ({self.source}); serve the repository built from the same router.yaml",
                                "server_error", "model_not_in_catalog")
         return routing_headers(route)
 
-    def upstream_request(model: str, body: dict) -> tuple[str, dict, dict[str, str]]:
-        endpoint = config.endpoint(model)
+    def upstream_request(self, model: str, body: dict) -> tuple[str, dict, dict[str, str]]:
+        """URL, body and headers of the request to `model`'s endpoint."""
+        endpoint = self.config.endpoint(model)
         headers = {"content-type": "application/json", "x-selected-model": model}
         if endpoint.api_key_env:
             key = os.environ.get(endpoint.api_key_env)
@@ -163,59 +168,44 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
             headers["authorization"] = f"Bearer {key}"
         return f"{endpoint.base_url}/chat/completions", {**body, "model": endpoint.model}, headers
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response:
         model, decision, status = "", "", 500
         try:
-            too_large = GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before it is read
-                raise too_large
-            raw = await request.body()
-            if len(raw) > MAX_BODY_BYTES:
-                raise too_large
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise GatewayError(400, f"the request body is not valid JSON ({err})") from None
-            if not isinstance(body, dict):
-                raise GatewayError(400, "the request body must be a JSON object")
-            requested = body.get("model")
-            if not isinstance(requested, str) or not requested:
-                raise GatewayError(400, "`model` is required: `auto` to route, or a model name", param="model")
+            body = parse_body(await _body_within_limit(request))
+            requested = body["model"]
             if requested in ROUTED_MODELS:
-                headers = await choose(body)
+                headers = await self.choose(body)
                 decision = headers["x-vsr-selected-decision"] or "none"
-            elif requested in catalog:
+            elif requested in self.catalog:
                 headers = {"x-vsr-selected-model": requested, "x-selected-model": requested}
                 decision = "passthrough"
             else:
                 raise GatewayError(404, f"The model `{requested}` does not exist: use `auto` to route or one of "
-                                   f"{', '.join(sorted(catalog))}", code="model_not_found", param="model")
+                                   f"{', '.join(sorted(self.catalog))}", code="model_not_found", param="model")
             model = headers["x-selected-model"]
-            response = await forward(model, body, headers)
+            response = await self.forward(model, body, headers)
             status = response.status_code
             return response
         except GatewayError as err:
             status = err.status
             return err.response()
         finally:
-            metrics.requests.labels(model or "", decision or "", str(status)).inc()
+            self.metrics.requests.labels(model or "", decision or "", str(status)).inc()
 
-    async def forward(model: str, body: dict, headers: dict[str, str]) -> Response:
-        url, payload, upstream_headers = upstream_request(model, body)
-        http: httpx.AsyncClient = state["http"]
+    async def forward(self, model: str, body: dict, headers: dict[str, str]) -> Response:
+        """The upstream's answer, streamed when asked, with the routing headers added."""
+        url, payload, upstream_headers = self.upstream_request(model, body)
         started = time.perf_counter()
         try:
-            upstream = await http.send(http.build_request("POST", url, json=payload, headers=upstream_headers),
-                                       stream=True)
+            upstream = await self.http.send(
+                self.http.build_request("POST", url, json=payload, headers=upstream_headers), stream=True)
         except httpx.TimeoutException:
             raise GatewayError(504, f"{model!r} at {url} did not answer in time", "server_error",
                                "upstream_timeout") from None
         except httpx.HTTPError as err:
             raise GatewayError(502, f"{model!r} at {url} is unreachable ({type(err).__name__}); check its "
                                "base_url in the gateway configuration", "server_error", "upstream_unreachable") from None
-        metrics.upstream_seconds.labels(model).observe(time.perf_counter() - started)
+        self.metrics.upstream_seconds.labels(model).observe(time.perf_counter() - started)
         response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
         response_headers.update((k, v) for k, v in headers.items() if k.startswith("x-vsr-"))
         media_type = upstream.headers.get("content-type")
@@ -228,34 +218,68 @@ def create_gateway_app(config: RouterConfig, router_url: str, source: str = "rou
             await upstream.aclose()
         return Response(content, status_code=upstream.status_code, media_type=media_type, headers=response_headers)
 
-    @app.get("/v1/models")
-    async def models() -> dict:
-        names = [*ROUTED_MODELS, *config.model_names]
+    async def models(self) -> dict:
+        names = [*ROUTED_MODELS, *self.config.model_names]
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
                                             "owned_by": "model-selector"} for name in names]}
 
-    @app.get("/health")
-    async def health() -> dict:
+    async def health(self) -> dict:
         """Liveness: the process answers, whatever Triton does."""
         return {"status": "ok"}
 
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
+    async def ready(self) -> JSONResponse:
         """Readiness: at least one Triton replica serves the ensemble, so routed requests can succeed."""
-        if await state["router"].ready():
+        if await self.router.ready():
             return JSONResponse({"status": "ready"})
-        return GatewayError(503, f"no Triton replica at {router_url} serves the model_selector ensemble yet",
+        return GatewayError(503, f"no Triton replica at {self.router_url} serves the model_selector ensemble yet",
                             "server_error", "router_unavailable").response()
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(404)
-    async def not_found(_request: Request, _exc) -> JSONResponse:
-        return GatewayError(404, "no such endpoint: the gateway serves POST /v1/chat/completions, GET /v1/models, "
-                            "GET /health, GET /ready and GET /metrics", code="not_found").response()
 
+async def _body_within_limit(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before it is read
+        raise _too_large()
+    return await request.body()
+
+
+def _too_large() -> GatewayError:
+    return GatewayError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; shorten the messages")
+
+
+def parse_body(raw: bytes) -> dict:
+    """A chat request's JSON body, checked to be an object naming a model."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise _too_large()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GatewayError(400, f"the request body is not valid JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the request body must be a JSON object")
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        raise GatewayError(400, "`model` is required: `auto` to route, or a model name", param="model")
+    return body
+
+
+async def _not_found(_request: Request, _exc) -> JSONResponse:
+    return GatewayError(404, "no such endpoint: the gateway serves POST /v1/chat/completions, GET /v1/models, "
+                        "GET /health, GET /ready and GET /metrics", code="not_found").response()
+
+
+def create_gateway_app(config: RouterConfig, router_url: str, source: str = "router.yaml") -> FastAPI:
+    """The gateway as an ASGI app; `config` gives the catalog and every model's endpoint."""
+    gateway = Gateway(config, router_url, source)
+    app = FastAPI(title="model-selector gateway", lifespan=gateway.lifespan)
+    app.post("/v1/chat/completions")(gateway.chat_completions)
+    app.get("/v1/models")(gateway.models)
+    app.get("/health")(gateway.health)
+    app.get("/ready")(gateway.ready)
+    app.get("/metrics")(gateway.prometheus)
+    app.exception_handler(404)(_not_found)
     return app
 
 
