@@ -183,3 +183,11 @@ def test_config_check_lists_every_problem(tmp_path):
                           capture_output=True, text=True)
     assert good.returncode == 0
     assert "- math_decision (priority 100): when math; knn over all 10 catalog models" in good.stdout
+
+
+def test_config_default_prints_the_packaged_configuration_to_start_from(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "model_selector.cli", "config", "default"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0
+    (tmp_path / "router.yaml").write_text(result.stdout)
+    assert load_config(tmp_path / "router.yaml") == load_config(CONFIG)

@@ -11,7 +11,7 @@ from model_selector.cli import (
     benchmark_embedding,
     build,
     build_backend,
-    config_check,
+    config,
     demo,
     download_benchmark,
     evaluate,
@@ -26,7 +26,7 @@ from model_selector.cli import (
 )
 
 # In `model-selector --help` order.
-SUBCOMMANDS = (build, build_backend, serve, reload, watchdog, import_selectors, config_check, download_benchmark,
+SUBCOMMANDS = (build, build_backend, serve, reload, watchdog, import_selectors, config, download_benchmark,
                route, evaluate, tune, benchmark, benchmark_embedding, gateway, mock_llm, demo)
 
 

@@ -1,4 +1,4 @@
-"""Check a router configuration: `model-selector config check`."""
+"""Router configurations: `model-selector config check FILE` and `config default`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = config_sub.add_parser("check", help="print what each decision will do and every problem found")
     check.add_argument("file", type=Path)
     check.set_defaults(func=run)
+    default = config_sub.add_parser("default", help="print the packaged default configuration, to start your own")
+    default.set_defaults(func=print_default)
 
 
 def _render_rule(node) -> str:
@@ -63,3 +65,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     print(f"{len(report.problems)} problem(s)")
     return 1 if report.problems else 0
+
+
+def print_default(_args: argparse.Namespace) -> int:
+    from model_selector.core.config import PACKAGED_CONFIG
+
+    print(PACKAGED_CONFIG.read_text(), end="")
+    return 0
