@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from model_selector.core.algorithms import SELECTOR_ALGORITHMS
+from model_selector.core.algorithms import KNN, SELECTOR_ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,8 @@ def _check_decision(raw: Any, index: int, config: dict[str, Any], catalog: list[
     if len(set(decision.candidates)) != len(decision.candidates):
         fail("modelRefs lists a model twice; list each candidate once")
     block = algo.get(decision.algorithm.type) if isinstance(algo, dict) else None
-    if decision.algorithm.type == "knn" and isinstance(block, dict) and "k" in block:
-        k = (config.get("model_selection") or {}).get("knn", {}).get("k", KnnSettings().k)
+    if decision.algorithm.type == KNN.name and isinstance(block, dict) and "k" in block:
+        k = (config.get("model_selection") or {}).get(KNN.name, {}).get("k", KnnSettings().k)
         if block["k"] != k:
             fail(f"algorithm.knn.k = {block['k']} differs from model_selection.knn.k = {k}; the KNN "
                  "selector is built once for all decisions: set k in model_selection.knn")

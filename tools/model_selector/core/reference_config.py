@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_selector.core.algorithms import SELECTOR_ALGORITHMS
+from model_selector.core.algorithms import KMEANS, KNN, MLP, SELECTOR_ALGORITHMS, SVM
 
 REFERENCE_KEYS = ("routing", "providers", "global")
 # Per-million-token output price keys seen in the reference's `pricing` blocks.
@@ -134,18 +134,18 @@ def _selection(ml: Any, mapping: Mapping, where: str) -> dict:
             continue
         settings: dict[str, Any] = {}
         for key, value in block.items():
-            target = {("knn", "k"): "k", ("svm", "gamma"): "gamma", ("svm", "C"): "C",
-                      ("kmeans", "num_clusters"): "n_clusters", ("kmeans", "n_clusters"): "n_clusters"
+            target = {(KNN.name, "k"): "k", (SVM.name, "gamma"): "gamma", (SVM.name, "C"): "C",
+                      (KMEANS.name, "num_clusters"): "n_clusters", (KMEANS.name, "n_clusters"): "n_clusters"
                       }.get((algorithm, key))
             if target:
                 settings[target] = value
             elif key == "pretrained_path":
                 mapping.notes.append(f"{where}.{algorithm}.pretrained_path: import it with "
                                      f"`model-selector import --from {str(value).rsplit('/', 1)[0] or '.'}`")
-            elif (algorithm, key) == ("mlp", "device"):
+            elif (algorithm, key) == (MLP.name, "device"):
                 mapping.notes.append(f"{where}.mlp.device: the MLP runs inside router_heads, on the device of "
                                      "its config.pbtxt (build --device)")
-            elif (algorithm, key) == ("svm", "kernel"):
+            elif (algorithm, key) == (SVM.name, "kernel"):
                 if str(value).lower() != "rbf":
                     mapping.problems.append(f"{where}.svm.kernel {value!r}: our SVM selector is RBF only")
             else:
@@ -169,10 +169,10 @@ def translate(data: dict) -> Mapping:
         mapping.problems.append("no default model (`providers.defaults.default_model` or `default_model`)")
     ml_where = "global.router.model_selection.ml" if v03 else "model_selection.ml"
     selection = _selection(_get(data, *ml_where.split(".")), mapping, ml_where)
-    per_decision_k = {d["algorithm"]["knn"]["k"] for d in decisions
-                      if isinstance(_get(d, "algorithm", "knn", "k"), int)}
-    if "k" not in selection.get("knn", {}) and len(per_decision_k) == 1:
-        selection.setdefault("knn", {})["k"] = per_decision_k.pop()
+    per_decision_k = {d["algorithm"][KNN.name]["k"] for d in decisions
+                      if isinstance(_get(d, "algorithm", KNN.name, "k"), int)}
+    if "k" not in selection.get(KNN.name, {}) and len(per_decision_k) == 1:
+        selection.setdefault(KNN.name, {})["k"] = per_decision_k.pop()
         mapping.notes.append(f"model_selection.knn.k = {selection['knn']['k']}, from the decisions' algorithm.knn.k")
     if selection:
         ours["model_selection"] = selection
