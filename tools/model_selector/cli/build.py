@@ -11,12 +11,7 @@ from model_selector.core.layout import DEVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="export the backbone, train the selectors, write the model repository")
-    _build_args(p)
-    p.set_defaults(func=run)
-
-
-def _build_args(parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser("build", help="export the backbone, train the selectors, write the model repository")
     parser.add_argument("--embedding", default="minilm",
                         help="backbone: minilm (offline default), qwen3-0.6b (Hugging Face hub) or a model directory")
     config_argument(parser)
@@ -38,6 +33,7 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
                         help="keep the held-out MMLU-Pro questions and natural validation prompts out of training, "
                              "to measure on them (`evaluate`); the default trains on everything, to serve")
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
