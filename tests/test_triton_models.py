@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import types
 from pathlib import Path
 
@@ -81,15 +82,21 @@ def pb_utils(monkeypatch) -> types.ModuleType:
     module = types.ModuleType("triton_python_backend_utils")
     for item in (TritonError, Tensor, InferenceResponse, MetricFamily, get_input_tensor_by_name):
         setattr(module, item.__name__, item)
-    monkeypatch.setitem(__import__("sys").modules, "triton_python_backend_utils", module)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
+    return module
+
+
+def model_module(name: str) -> types.ModuleType:
+    """A python model's model.py, imported as the python backend does: from its file."""
+    spec = importlib.util.spec_from_file_location(f"triton_model_{name}", PACKAGE / "triton_models" / name / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
 def load_model(name: str, repository: Path):
     """The model's class, initialised as Triton does: config as JSON, the repository and the version."""
-    spec = importlib.util.spec_from_file_location(f"triton_model_{name}", PACKAGE / "triton_models" / name / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = model_module(name)
     config = json_format.MessageToDict(
         writer.model_configs(writer.RepositoryShape(384, len(load_config(PACKAGED_CONFIG).model_names), 0))[name],
         preserving_proto_field_name=True)
@@ -170,10 +177,7 @@ def test_decision_routes_every_row_as_the_engine_does_and_counts_routes(pb_utils
 
 
 def test_a_config_without_a_needed_parameter_names_it(pb_utils, repository):
-    spec = importlib.util.spec_from_file_location("triton_model_decision_bare",
-                                                  PACKAGE / "triton_models" / "decision" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = model_module(layout.DECISION)
     config = {"name": "decision", "parameters": {"router_config": {"string_value": "router.yaml"}}}
     with pytest.raises(ParameterError, match="decision: config.pbtxt has no parameter 'selectors'"):
         module.TritonPythonModel().initialize({"model_config": json.dumps(config), "model_version": "1",
