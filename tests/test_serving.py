@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -135,3 +136,20 @@ def test_serve_refuses_an_unbuilt_repository(tmp_path):
     (tmp_path / "repo" / "text_embedding" / "config.pbtxt").write_text('name: "text_embedding"\nbackend: "onnxruntime"\n')
     with pytest.raises(ServeError, match=r"broken build output: .*text_embedding/1/model.onnx is missing.*--force"):
         LocalTritonServer(tmp_path / "repo").start()
+
+
+def test_a_stopped_server_leaves_no_runtime_copy_and_a_failed_one_keeps_its_log(built_repository):
+    from model_selector.serve.server import LocalTritonServer, ServeError
+
+    with LocalTritonServer.on_free_ports(built_repository, watchdog=False) as running:
+        runtime = running.runtime
+        assert (runtime / "models").is_dir()
+    assert not runtime.exists()
+
+    failing = LocalTritonServer.on_free_ports(built_repository, watchdog=False, extra_args=("--log-verbose=loud",))
+    with pytest.raises(ServeError, match=r"exited with code \d+ before it was ready") as refused:
+        failing.start()
+    assert f"(full log: {failing.log_file})" in str(refused.value)
+    assert "log-verbose" in failing.log_file.read_text()
+    assert sorted(p.name for p in failing.runtime.iterdir()) == ["tritonserver.log"]
+    shutil.rmtree(failing.runtime)

@@ -123,8 +123,9 @@ class LocalTritonServer:
         self.repository = Path(repository)
         self.host = host
         self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
-        self.runtime = Path(tempfile.mkdtemp(prefix="model-selector-runtime-"))
-        self.log_file = log_file or self.runtime / "tritonserver.log"
+        self.runtime: Path | None = None  # a fresh temporary copy of the repository per start()
+        self.requested_log_file = log_file
+        self.log_file: Path | None = log_file
         self.process: subprocess.Popen | None = None
         self.use_watchdog = watchdog
         self.log_verbose = log_verbose
@@ -147,6 +148,8 @@ class LocalTritonServer:
         except BrokenRepository as err:
             raise ServeError(str(err)) from None
         install = find_triton()
+        self.runtime = Path(tempfile.mkdtemp(prefix="model-selector-runtime-"))
+        self.log_file = self.requested_log_file or self.runtime / "tritonserver.log"
         models = materialise(self.repository, self.runtime, gpu=install.onnxruntime.info["gpu"])
         log.info("onnxruntime backend: Triton %s built against onnxruntime %s from %s sources (%s)",
                  install.onnxruntime.info["triton_release"], install.onnxruntime.info["onnxruntime"],
@@ -189,8 +192,10 @@ class LocalTritonServer:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise ServeError(f"tritonserver exited with code {self.process.returncode} before it was "
-                                     f"ready:\n{self._log_tail()}\n(full log: {self.log_file})")
+                    code, tail = self.process.returncode, self._log_tail()
+                    self.stop()
+                    raise ServeError(f"tritonserver exited with code {code} before it was ready:\n{tail}\n"
+                                     f"(full log: {self.log_file})")
                 try:
                     if client.is_server_ready():
                         log.info("tritonserver ready: gRPC %s, HTTP %s:%d, metrics %s:%d", self.grpc_url,
@@ -201,13 +206,17 @@ class LocalTritonServer:
                 time.sleep(0.5)
         finally:
             client.close()
-        self.stop()
-        raise ServeError(f"tritonserver not ready after {timeout:.0f} s:\n{self._log_tail()}")
+        tail = self._log_tail()
+        self.stop(keep_log=True)
+        raise ServeError(f"tritonserver not ready after {timeout:.0f} s:\n{tail}\n(full log: {self.log_file})")
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, keep_log: bool = False) -> None:
+        """Stop the server and delete its runtime copy. The log stays (and its path is logged) when
+        `keep_log` is set or the server had already exited on its own: that log says why."""
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
+        keep_log = keep_log or (self.process is not None and self.process.poll() is not None)
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -216,8 +225,15 @@ class LocalTritonServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+        if self.runtime is None:
+            return
+        if not keep_log:
+            shutil.rmtree(self.runtime, ignore_errors=True)
+            return
         shutil.rmtree(self.runtime / "models", ignore_errors=True)
         shutil.rmtree(self.runtime / "backends", ignore_errors=True)
+        if self.log_file.exists():
+            log.warning("tritonserver log kept: %s", self.log_file)
 
     def __enter__(self) -> LocalTritonServer:
         self.start()
