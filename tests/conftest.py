@@ -16,12 +16,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of load generators, 
 # Under the ignored build/ directory: the tests never write into the checkout's model_repository/.
 REPOSITORY = PROJECT_ROOT / "build" / "test_repository"
 CONFIG = PROJECT_ROOT / "configs" / "router.yaml"
+TEST_BUILD = BuildOptions(config=CONFIG, repository=REPOSITORY, holdout=True)
 
 
 @pytest.fixture(scope="session")
 def built_repository() -> Path:
     """The default MiniLM repository with the held-out splits kept out; built here when missing or stale."""
-    build(BuildOptions(config=CONFIG, repository=REPOSITORY, holdout=True))
+    build(TEST_BUILD)
     return REPOSITORY
 
 

@@ -14,13 +14,14 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from model_selector.build import repository as writer
-from model_selector.build.export import resolve_backbone
-from model_selector.build.pipeline import write_device_profile
+from model_selector.build.pipeline import built_backbone, write_device_profile
 from model_selector.core import layout
 from model_selector.serve import backend as triton_backend
 from model_selector.serve.backend import BackendError, build_backend, find_backend
 from model_selector.serve.client import RouterClient
 from model_selector.serve.server import LocalTritonServer, ServeError, find_triton
+
+from .conftest import TEST_BUILD
 
 ONNX_MODELS = (layout.EMBEDDING, layout.HEADS)
 # A person would route these the same whatever the device profile.
@@ -56,8 +57,8 @@ def test_the_served_onnx_models_run_on_the_native_backend(server, built_reposito
 
 
 @pytest.fixture(scope="module")
-def backbone():
-    return resolve_backbone("minilm")
+def backbone(built_repository):
+    return built_backbone(TEST_BUILD)
 
 
 @pytest.mark.slow

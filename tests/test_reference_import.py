@@ -270,6 +270,14 @@ def test_import_refuses_a_repository_on_another_backbone(built_repository, tmp_p
     assert (built_repository / layout.HEADS / layout.VERSION / "model.onnx").stat().st_mtime == before
 
 
+def test_import_refuses_a_domain_tuned_backbone(built_repository, tmp_path):
+    manifest = json.loads((built_repository / layout.MANIFEST).read_text())
+    manifest["backbone"].update(name="qwen3-0.6b", embedding_dim=1024, domain_tuned=True)
+    (tmp_path / layout.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="domain-tuned backbone.*--embedding qwen3-0.6b --no-domain-tuning"):
+        import_artifacts(DATA, tmp_path)
+
+
 def test_hub_unreachable_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ArtifactError, match="could not download .* pass their directory with --from"):

@@ -43,6 +43,7 @@ from model_selector.data.loaders import (
 )
 
 if TYPE_CHECKING:
+    from model_selector.build.export import Backbone
     from model_selector.build.train import DomainClassifier
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ GATE_NATURAL_WEIGHT = 2.0
 # cross-validated computer-science recall on the training prompts is 0.945 (0.914 without) for 0.003
 # of accuracy; 0.75 gives 0.957 for 0.007, and on the validation prompts cut precision from 0.90 to 0.77.
 CODE_PRIOR_SHIFT = 0.5
+# Domain tuning learns from the natural training prompts and this many MMLU-Pro questions at this weight:
+# enough exam phrasing to keep MMLU-Pro's domains, few enough that the prompts lead.
+DOMAIN_TUNING_EXAM_QUESTIONS = 2000
+DOMAIN_TUNING_EXAM_WEIGHT = 0.5
 LIBRARIES = ("model-selector", "numpy", "onnx", "onnxruntime", "scikit-learn", "tokenizers", "torch", "transformers")
 
 
@@ -79,6 +84,7 @@ class BuildOptions:
     cache_dir: Path | None = None
     records: Path | None = None  # the user's benchmark records for the selectors (default: MMLU-Pro)
     holdout: bool = False  # keep the held-out splits out of training, to measure on them
+    domain_tuning: bool = True  # fine-tune the backbone on the training prompts' domains first
     force: bool = False
 
 
@@ -95,7 +101,7 @@ def _versions() -> dict[str, str]:
 def _inputs_fingerprint(options: BuildOptions, backbone_source: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": BUILD_FORMAT, "embedding": options.embedding, "device": options.device,
-                              "holdout": options.holdout,
+                              "holdout": options.holdout, "domain_tuning": options.domain_tuning,
                               "embedding_instances": options.embedding_instances,
                               "embedding_threads": options.embedding_threads,
                               "version": _versions()["model-selector"]}).encode())
@@ -163,6 +169,19 @@ def train_classifier(embedder, train: Benchmark, queries: np.ndarray, questions:
     shift = np.zeros(len(DOMAINS))
     shift[DOMAINS.index("computer science")] = CODE_PRIOR_SHIFT
     return train_domain_classifier(exam, natural_rows, gate, natural_prior_shift=shift)
+
+
+def _domain_tuned(backbone: Backbone, fit: Benchmark, natural_fit: LabelledPrompts,
+                  cache_dir: Path | None) -> Backbone:
+    """The backbone tuned on the natural training prompts and a sample of MMLU-Pro question texts
+    (at half weight), the same two sources the classifier learns from."""
+    from model_selector.build.domain_tuning import tune_backbone
+
+    exam = np.sort(np.random.default_rng(0).permutation(len(fit))[:DOMAIN_TUNING_EXAM_QUESTIONS])
+    texts = list(natural_fit.queries) + [fit.questions[i] for i in exam]
+    labels = np.concatenate([natural_fit.category_ids(), fit.category_ids()[exam]])
+    weights = np.concatenate([np.ones(len(natural_fit)), np.full(len(exam), DOMAIN_TUNING_EXAM_WEIGHT)])
+    return tune_backbone(backbone, texts, labels, weights, len(DOMAINS), cache_dir)
 
 
 def _natural_validation_metrics(config: RouterConfig, classifier: DomainClassifier, embedder,
@@ -323,6 +342,39 @@ def _data_manifest(options: BuildOptions, natural_train: LabelledPrompts, natura
                 "queries": selector_rows}}
 
 
+@dataclass(frozen=True)
+class TrainingSplits:
+    bench: Benchmark  # every shipped MMLU-Pro question
+    test: Benchmark  # its held-out split
+    fit: Benchmark  # what the classifier and the selectors learn from
+    natural_fit: LabelledPrompts  # the natural prompts they learn from
+
+
+def training_splits(options: BuildOptions, models: list[str]) -> TrainingSplits:
+    """What a build learns from. The served repository learns from every shipped question once the
+    choices are made; a --holdout build keeps the held-out splits out, to measure on them. With the
+    user's records (`models` empty) the MMLU-Pro tables only teach the domain classifier."""
+    bench = load_mmlu_pro(models, options.data_dir)
+    train, test = split_train_test(bench)
+    if options.holdout:
+        return TrainingSplits(bench, test, train, load_natural_prompts(options.natural_prompts_dir)[0])
+    return TrainingSplits(bench, test, bench,
+                          load_labelled_prompts(Path(options.natural_prompts_dir) / NATURAL_PROMPTS_FILE))
+
+
+def built_backbone(options: BuildOptions) -> Backbone:
+    """The backbone that a build with these options exports: as published, or domain-tuned (from the
+    cache where that build ran)."""
+    from model_selector.build.export import resolve_backbone
+
+    backbone = resolve_backbone(options.embedding)
+    if not options.domain_tuning:
+        return backbone
+    models = [] if options.records else load_config(options.config).model_names
+    splits = training_splits(options, models)
+    return _domain_tuned(backbone, splits.fit, splits.natural_fit, options.cache_dir)
+
+
 def build(options: BuildOptions) -> dict:
     """Build the repository; returns the manifest. Skips the work when nothing changed."""
     from model_selector.build.embed import OnnxEmbedder
@@ -341,21 +393,18 @@ def build(options: BuildOptions) -> dict:
     started = time.monotonic()
     models = config.model_names
 
+    splits = training_splits(options, models if records is None else [])
+    bench, test, fit, natural_fit = splits.bench, splits.test, splits.fit, splits.natural_fit
+    log.info("data: %d MMLU-Pro questions, training on %d%s; %d natural prompts, training on %d", len(bench),
+             len(fit), f" ({len(test)} held out)" if options.holdout else " (all: build --holdout to measure)",
+             len(natural_train) + len(natural_validation), len(natural_fit))
+    if options.domain_tuning:
+        backbone = _domain_tuned(backbone, fit, natural_fit, options.cache_dir)
+
     embedding_path = repository / layout.EMBEDDING / layout.VERSION / "model.onnx"
     tokenizer_path = repository / layout.TOKENIZER / layout.VERSION / "tokenizer.json"
     dim = export_onnx(backbone, embedding_path)
     write_tokenizer(backbone, tokenizer_path)
-
-    # With the user's records the MMLU-Pro tables only teach the domain classifier: their models may differ.
-    bench = load_mmlu_pro(models if records is None else [], options.data_dir)
-    train, test = split_train_test(bench)
-    # The served repository learns from every shipped question once the choices are made; a
-    # --holdout build keeps the held-out splits out, to measure on them.
-    fit, natural_fit = (train, natural_train) if options.holdout else (
-        bench, load_labelled_prompts(Path(options.natural_prompts_dir) / NATURAL_PROMPTS_FILE))
-    log.info("data: %d MMLU-Pro questions, training on %d%s; %d natural prompts, training on %d", len(bench),
-             len(fit), f" ({len(test)} held out)" if options.holdout else " (all: build --holdout to measure)",
-             len(natural_train) + len(natural_validation), len(natural_fit))
     embedder = OnnxEmbedder(embedding_path, tokenizer_path, backbone.pad_id)
     fit_queries = embedder.embed(fit.queries, options.cache_dir, description="training queries")
     fit_questions = embedder.embed(fit.questions, options.cache_dir, description="training questions")
@@ -383,7 +432,7 @@ def build(options: BuildOptions) -> dict:
     manifest = {
         "format": BUILD_FORMAT,
         "backbone": {"name": backbone.name, "pooling": backbone.pooling, "max_length": backbone.max_length,
-                     "embedding_dim": dim, "pad_id": backbone.pad_id},
+                     "embedding_dim": dim, "pad_id": backbone.pad_id, "domain_tuned": options.domain_tuning},
         "models": models,
         "device": options.device,
         # Which questions the classifier and selectors learned from: "all" (the repository to serve)

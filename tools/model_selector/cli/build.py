@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout", action="store_true",
                         help="keep the held-out MMLU-Pro questions and natural validation prompts out of training, "
                              "to measure on them (`evaluate`); the default trains on everything, to serve")
+    parser.add_argument("--domain-tuning", action=argparse.BooleanOptionalAction, default=True,
+                        help="fine-tune the backbone on the training prompts' domains before training on its "
+                             "embeddings (default; about 4 minutes on 2 CPU cores for MiniLM, then cached). "
+                             "--no-domain-tuning keeps the backbone as published, as `import` needs")
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
     parser.set_defaults(func=run)
 
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = build(BuildOptions(embedding=args.embedding, config=config_path(args), repository=args.repository,
                                   device=args.device, embedding_instances=args.embedding_instances,
                                   embedding_threads=args.embedding_threads, cache_dir=args.cache_dir,
-                                  records=args.data, holdout=args.holdout, force=args.force))
+                                  records=args.data, holdout=args.holdout, domain_tuning=args.domain_tuning,
+                                  force=args.force))
     print(json.dumps({"repository": str(args.repository), "backbone": manifest["backbone"]["name"],
                       "metrics": manifest["metrics"]}, indent=1))
     return 0

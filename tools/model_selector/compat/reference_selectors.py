@@ -459,7 +459,12 @@ def import_artifacts(source: Path, repository: Path) -> dict[str, dict]:
             f"{repository} is built on the {backbone['name']} backbone ({backbone['embedding_dim']}-d); the "
             f"reference's selectors expect Qwen3-Embedding-0.6B features ({REFERENCE_EMBEDDING_DIM}-d embedding + "
             f"{len(DOMAINS)}-d domain one-hot), so they pair only with the {REFERENCE_BACKBONE} backbone: run "
-            f"`model-selector build --embedding {REFERENCE_BACKBONE}` first")
+            f"`model-selector build --embedding {REFERENCE_BACKBONE} --no-domain-tuning` first")
+    if backbone.get("domain_tuned"):
+        raise ArtifactError(
+            f"{repository} has a domain-tuned backbone; the reference's selectors were trained on the untuned "
+            f"{REFERENCE_BACKBONE} embeddings: run `model-selector build --embedding {REFERENCE_BACKBONE} "
+            "--no-domain-tuning` first")
     decision_dir = repository / layout.DECISION / layout.VERSION
     selectors_path = decision_dir / "selectors.json"
     selectors = json.loads(selectors_path.read_text())
