@@ -137,7 +137,7 @@ def test_build_backend_reports_bad_sources_without_a_traceback(tmp_path):
 
     done = subprocess.run([sys.executable, "-m", "model_selector.cli", "build-backend", "--force", "--sources",
                            str(tmp_path / "absent")], capture_output=True, text=True,
-                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+                          env={**os.environ, "MODEL_SELECTOR_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "onnxruntime_backend-r24.10.tar.gz" in done.stderr and "TRITON_BACKEND_SOURCES" in done.stderr
@@ -153,6 +153,6 @@ def test_a_missing_build_tool_gets_one_install_command(monkeypatch, tmp_path):
 
 
 def test_serve_without_a_built_backend_says_how_to_build_it(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("MODEL_SELECTOR_CACHE", str(tmp_path))
     with pytest.raises(ServeError, match=r"onnxruntime backend is not built .* run `model-selector build-backend`"):
         find_triton()

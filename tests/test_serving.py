@@ -65,7 +65,7 @@ def _natural_validation_sample(per_domain: int = 4) -> tuple[list[str], list[str
 
 def test_natural_prompts_of_every_domain_reach_their_domain(server, built_repository):
     """Real prompts (code, pasted text, other languages), 4 of each domain: the served ensemble routes them as
-    the in-process graphs do, most to their own domain (0.84 on the whole validation split), few unrouted."""
+    the in-process graphs do, most to their own domain (0.85 on the whole validation split), few unrouted."""
     from model_selector.measure.router import InProcessRouter
 
     queries, categories = _natural_validation_sample()

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "throughput under load (docs/performance.md)")
     parser.add_argument("--embedding-threads", type=positive_int, default=0,
                         help="onnxruntime threads per text_embedding instance (default: onnxruntime's choice)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/model-selector)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="cache of embeddings and domain-tuned weights (default ~/.cache/model-selector)")
     parser.add_argument("--holdout", action="store_true",
                         help="keep the held-out MMLU-Pro questions and natural validation prompts out of training, "
                              "to measure on them (`evaluate`); the default trains on everything, to serve")
