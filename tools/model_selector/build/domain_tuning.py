@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from model_selector.build.export import Backbone
-from model_selector.core.files import default_cache_dir
+from model_selector.core.files import default_cache_dir, sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ class DomainTuning:
 def _digest(backbone: Backbone, texts: list[str], labels: np.ndarray, weights: np.ndarray,
             settings: DomainTuning, classes: int) -> str:
     digest = hashlib.sha256()
-    for source in sorted(p for p in backbone.source.iterdir() if p.is_file()):
-        digest.update(source.name.encode())
-        digest.update(source.read_bytes())
+    sources = sorted(p for p in backbone.source.iterdir() if p.is_file())
+    digest.update(json.dumps([p.name for p in sources]).encode())
+    digest.update(sha256_files(*sources).encode())
     digest.update(json.dumps({"settings": asdict(settings), "classes": classes, "pooling": backbone.pooling}).encode())
     digest.update(json.dumps(texts).encode())
     digest.update(np.asarray(labels, dtype=np.int64).tobytes())
