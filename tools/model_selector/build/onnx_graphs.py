@@ -152,7 +152,7 @@ def _int8_similarity_nodes(keys_q: np.ndarray, key_scale: np.ndarray, inits: dic
     before Zen 4) onnxruntime's u8 x s8 kernel adds pairs of products in int16 and saturates, so
     neighbours came out wrong there; its u8 x u8 kernel widens first and is exact everywhere."""
     inits.update({
-        "keys_q_t": np.ascontiguousarray((keys_q.T.astype(np.int16) + 128).astype(np.uint8)),
+        "keys_u8_t": np.ascontiguousarray((keys_q.T.astype(np.int16) + 128).astype(np.uint8)),
         "key_scale": key_scale[None, :],
         "scale_floor": np.array(1e-12, dtype=np.float32),
         "int8_max": np.array(127, dtype=np.float32),
@@ -168,7 +168,7 @@ def _int8_similarity_nodes(keys_q: np.ndarray, key_scale: np.ndarray, inits: dic
         helper.make_node("Round", ["scaled"], ["rounded"]),  # half to even, as np.rint
         helper.make_node("Add", ["rounded", "offset"], ["shifted"]),
         helper.make_node("Cast", ["shifted"], ["embedding_q"], to=TensorProto.UINT8),
-        helper.make_node("MatMulInteger", ["embedding_q", "keys_q_t", "zero_point", "zero_point"], ["dot_q"]),  # [B, N] int32
+        helper.make_node("MatMulInteger", ["embedding_q", "keys_u8_t", "zero_point", "zero_point"], ["dot_q"]),  # [B, N] int32
         helper.make_node("Cast", ["dot_q"], ["dot"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["dot", "row_scale"], ["dot_row"]),
         helper.make_node("Mul", ["dot_row", "key_scale"], ["similarity"]),
