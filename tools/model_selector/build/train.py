@@ -7,8 +7,10 @@ the tests hold the two to the same choices.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,17 +285,23 @@ def fit_model_svms(x: np.ndarray, quality: np.ndarray, settings: SvmSettings,
     """One Platt-calibrated RBF SVC per model (correct vs not); a constant when a model's labels never vary."""
     rng = np.random.default_rng(settings.seed)
     rows = rng.permutation(len(x))[: settings.max_train]
-    fitted: list[CalibratedClassifierCV | float] = []
-    for m, _ in enumerate(tqdm(model_names, desc=SVM.name, unit="model")):
+    x_rows = x[rows]
+
+    def fit(m: int) -> CalibratedClassifierCV | float:
         labels = (quality[rows, m] >= 0.5).astype(int)
         if np.bincount(labels, minlength=2).min() < CALIBRATION_FOLDS:
             # Too few right (or wrong) answers to fit and calibrate: the observed rate.
-            fitted.append(float(labels.mean()))
-            continue
+            return float(labels.mean())
         svc = SVC(C=settings.C, kernel="rbf", gamma=settings.gamma, random_state=settings.seed)
         calibrated = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=CALIBRATION_FOLDS)
-        fitted.append(calibrated.fit(x[rows], labels))
-    return fitted
+        return calibrated.fit(x_rows, labels)
+
+    # libsvm trains without holding the GIL, so the models' fits share the cores as threads; each
+    # fit is deterministic, so the result does not depend on how many run at once.
+    workers = max(1, min(len(model_names), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(fit, range(len(model_names))), total=len(model_names), desc=SVM.name,
+                         unit="model"))
 
 
 def svm_selector_from(fitted: list[CalibratedClassifierCV | float], settings: SvmSettings, dim: int,
