@@ -170,6 +170,25 @@ def test_svm_onnx_matches_scikit_learn_probabilities(data, prior, test_probs):
                                DomainPrior(prior, 0.6).blend(expected, test_probs), atol=1e-4)
 
 
+def test_svm_fit_does_not_depend_on_how_many_fits_run_at_once(monkeypatch):
+    """The per-model SVCs train as threads: a build gives the same selector on any number of cores,
+    and a model whose answers never vary keeps its column (a constant) in model order."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    quality = np.stack([x[:, 0] > 0, x[:, 1] > 0.2, np.ones(240), x[:, 2] + x[:, 3] > 0], axis=1).astype(float)
+    settings, names = SvmSettings(domain_prior_weight=0.0), ["a", "b", "always right", "d"]
+    selectors = []
+    for cores in (1, 4):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        fitted = fit_model_svms(x, quality, settings, names)
+        assert fitted[2] == 1.0 and all(not isinstance(f, float) for f in fitted[:2] + fitted[3:])
+        selectors.append(svm_selector_from(fitted, settings, x.shape[1], np.zeros((len(DOMAINS), 4))))
+    one, four = selectors
+    for field in ("vectors", "dual_coef", "intercept", "prob_a", "prob_b"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(four, field), err_msg=field)
+
+
 @pytest.mark.parametrize("hidden", [(32,), (48, 16)], ids=["one hidden layer", "two hidden layers"])
 def test_mlp_onnx_matches_scikit_learn_per_model_probabilities(data, prior, test_probs, hidden):
     """The MLP predicts each model's chance of a right answer (multi-label), not one class, so
