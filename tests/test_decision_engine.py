@@ -132,3 +132,31 @@ def test_imported_vote_algorithms_ignore_the_cost_weight():
     # As qualities the cost weight makes "coder" win; as the reference's votes "big" does.
     assert DecisionEngine(cheap, MODELS, COST, vote_algorithms={"knn"}).route(
         probs(math=0.9), SCORES).selected_model == "big"
+
+
+@pytest.mark.parametrize("with_expected_tokens", [True, False])
+def test_whole_sweeps_select_what_routing_each_query_selects(with_expected_tokens):
+    """Evaluation and tune sweep the cost weight over every query at once; each selection must be
+    the one `route` makes for that query alone, ties (to the cheaper, then by name) included."""
+    math, law = _domain("math"), _domain("law")
+    engine = DecisionEngine(_config([
+        _decision("math", {"operator": "AND", "conditions": [math]}, "svm", priority=2, cost_weight=0.05),
+        _decision("math_or_law", {"operator": "OR", "conditions": [math, law]}, "kmeans", priority=2),
+        _decision("physics_not_law", {"operator": "AND", "conditions": [
+            _domain("physics"), {"operator": "NOT", "conditions": [law]}]}, "knn", models=["coder", "big"], priority=1),
+        _decision("law_only", {"operator": "AND", "conditions": [law]}, models=["big"], priority=3),
+    ], domain_threshold=0.2), MODELS, COST, vote_algorithms={"kmeans"})
+    rng = np.random.default_rng(7)
+    n = 400
+    domain_probs = rng.dirichlet(np.full(len(DOMAINS), 0.3), n).astype(np.float32)
+    assert 0.1 < np.mean([engine.match(p)[0] is None for p in domain_probs]) < 0.9  # some go to default_model
+    # Scores on a coarse grid and two answer lengths, so that utilities tie often.
+    scores = {a: (rng.integers(0, 4, (n, len(MODELS))) / 4).astype(np.float32) for a in ("knn", "kmeans", "svm")}
+    tokens = rng.choice([100.0, 1000.0], (n, len(MODELS))).astype(np.float32) if with_expected_tokens else None
+    weights = [None, 0.0, 0.01, 0.1, 0.25, 1.0, 100.0]
+    for algorithm in (None, "knn", "kmeans", "svm"):
+        columns = engine.selected_columns(domain_probs, scores, algorithm, weights, tokens)
+        for w, weight in enumerate(weights):
+            expected = [engine.route(domain_probs[i], {a: s[i] for a, s in scores.items()}, algorithm, weight,
+                                     None if tokens is None else tokens[i]).selected_model for i in range(n)]
+            assert [MODELS[j] for j in columns[w]] == expected, (algorithm, weight)

@@ -15,7 +15,7 @@ none is given, the model's typical answer length.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +87,23 @@ class DecisionEngine:
 
     def choose(self, quality: np.ndarray, candidates: list[str], cost_weight: float, cost: np.ndarray) -> str:
         """The best candidate by quality - cost_weight x cost [M]; ties to the cheaper, then by name."""
+        return candidates[int(self._best_candidates(quality[None], candidates, cost_weight, cost[None])[0])]
+
+    def _best_candidates(self, quality: np.ndarray, candidates: list[str], cost_weight: float,
+                         cost: np.ndarray) -> np.ndarray:
+        """`choose` for every row of quality and cost [N, M]: [N] positions in `candidates`."""
         idx = np.array([self._index[m] for m in candidates])
-        utility = quality[idx].astype(np.float64) - cost_weight * cost[idx]
-        order = np.lexsort((np.array(candidates), cost[idx], -np.round(utility, 9)))
-        return candidates[int(order[0])]
+        quality, cost = quality[:, idx].astype(np.float64), cost[:, idx]
+        utility = quality - cost_weight * cost
+        by_name = np.broadcast_to(np.argsort(np.argsort(np.array(candidates))), utility.shape)
+        return np.lexsort((by_name, cost, -np.round(utility, 9)), axis=-1)[:, 0]
+
+    def _selection(self, decision: Decision, algorithm: str | None, cost_weight: float | None) -> tuple[str, float]:
+        """The selector and cost weight a decision chooses its model by, `algorithm` and `cost_weight`
+        overriding its own when given."""
+        algorithm = algorithm or decision.algorithm.type
+        weight = self.config.decision_cost_weight(decision) if cost_weight is None else cost_weight
+        return algorithm, 0.0 if algorithm in self.vote_algorithms else weight
 
     def route(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray], algorithm: str | None = None,
               cost_weight: float | None = None, expected_output_tokens: np.ndarray | None = None) -> Route:
@@ -107,12 +120,36 @@ class DecisionEngine:
         candidates = decision.candidates
         if len(candidates) == 1:
             return Route(candidates[0], decision.name, domain, domain_conf, "single", confidence)
-        algorithm = algorithm or decision.algorithm.type
-        weight = self.config.decision_cost_weight(decision) if cost_weight is None else cost_weight
-        if algorithm in self.vote_algorithms:
-            weight = 0.0
+        algorithm, weight = self._selection(decision, algorithm, cost_weight)
         model = self.choose(scores[algorithm], candidates, weight, self.query_cost(expected_output_tokens))
         return Route(model, decision.name, domain, domain_conf, algorithm, confidence)
+
+    def selected_columns(self, domain_probs: np.ndarray, scores: dict[str, np.ndarray], algorithm: str | None = None,
+                         cost_weights: Sequence[float | None] = (None,),
+                         expected_output_tokens: np.ndarray | None = None) -> np.ndarray:
+        """`route`'s selected model for N queries at each of W cost weights at once, as [W, N] columns
+        of `model_names`: domain_probs [N, 14], scores [N, M] per algorithm, expected tokens [N, M].
+        A decision is matched once per query, whatever the weights: what evaluation sweeps run on."""
+        columns = np.full((len(cost_weights), len(domain_probs)), self._index[self.config.default_model])
+        rows_of: dict[str, list[int]] = {}
+        for i, p in enumerate(domain_probs):
+            decision, _ = self.match(p)
+            if decision is not None:
+                rows_of.setdefault(decision.name, []).append(i)
+        cost = np.broadcast_to(self.query_cost(expected_output_tokens), (len(domain_probs), len(self.model_names)))
+        for decision in self._decisions:
+            if decision.name not in rows_of:
+                continue
+            rows, candidates = np.array(rows_of[decision.name]), decision.candidates
+            idx = np.array([self._index[m] for m in candidates])
+            if len(candidates) == 1:
+                columns[:, rows] = idx[0]
+                continue
+            for w, cost_weight in enumerate(cost_weights):
+                selector, weight = self._selection(decision, algorithm, cost_weight)
+                columns[w, rows] = idx[self._best_candidates(scores[selector][rows], candidates, weight, cost[rows])]
+        return columns
+
 
 def expected_cost_per_1k(config: RouterConfig, expected_output_tokens: dict[str, float]) -> dict[str, float]:
     """USD per 1,000 queries: catalog price per million output tokens x typical output tokens."""

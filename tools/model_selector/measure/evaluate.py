@@ -79,17 +79,20 @@ def ratio_intervals(performance: np.ndarray, cost: np.ndarray, choices: list[str
 
 def route_models(engine: DecisionEngine, heads: HeadOutputs, algorithm: str | None = None,
                  cost_weight: float | None = None) -> list[str]:
-    return [r.selected_model for r in heads.routes(engine, algorithm, cost_weight)]
+    return heads.selected_models(engine, algorithm, [cost_weight])[0].tolist()
 
 
 def cost_curve(engine: DecisionEngine, heads: HeadOutputs, model_names: list[str], performance: np.ndarray,
                cost: np.ndarray, algorithm: str | None = None, weights: list[float] = FINE_COST_WEIGHTS
                ) -> list[dict]:
     """Quality and cost over a sweep of the cost weight (applied to every decision)."""
+    column = {m: j for j, m in enumerate(model_names)}
+    rows = np.arange(len(heads))
     curve = []
-    for weight in weights:
-        point = summarize(route_models(engine, heads, algorithm, weight), model_names, performance, cost)
-        curve.append({"cost_weight": weight, "quality": point["quality"], "cost_per_1k": point["cost_per_1k"]})
+    for weight, models in zip(weights, heads.selected_models(engine, algorithm, weights)):
+        chosen = np.array([column[m] for m in models])
+        curve.append({"cost_weight": weight, "quality": round(float(performance[rows, chosen].mean()), 4),
+                      "cost_per_1k": round(float(cost[rows, chosen].mean()), 4)})
     return curve
 
 

@@ -3,6 +3,7 @@ engine. What evaluate, tune and the benchmark's baseline route with when no serv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class HeadOutputs:
     def routes(self, engine: DecisionEngine, algorithm: str | None = None,
                cost_weight: float | None = None) -> list[Route]:
         return [self.route(engine, i, algorithm, cost_weight) for i in range(len(self))]
+
+    def selected_models(self, engine: DecisionEngine, algorithm: str | None = None,
+                        cost_weights: Sequence[float | None] = (None,)) -> np.ndarray:
+        """[W, N] the model each query is routed to at each cost weight: `routes`' selected models, for
+        whole sweeps."""
+        columns = engine.selected_columns(self.domain_probs, self.scores, algorithm, cost_weights,
+                                          self.expected_output_tokens)
+        return np.array(engine.model_names, dtype=object)[columns]
 
     @classmethod
     def concatenate(cls, parts: list[HeadOutputs]) -> HeadOutputs:

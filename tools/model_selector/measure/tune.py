@@ -68,6 +68,7 @@ from model_selector.measure.evaluate import (
     cost_curve,
     cost_matrix,
     ratio_intervals,
+    route_models,
     summarize,
 )
 from model_selector.measure.reports import figure, write_report
@@ -370,8 +371,7 @@ def choose_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], algorith
     whose cost-weight `curve` this is, reaches the highest quality within `budget` x the best single
     model's cost, refined between the sweep's best affordable weight and the next lower one."""
     weight, curve = _refined_cost_weight(scoring, scores, algorithm, curve, budget)
-    heads = scoring.heads(scores)
-    choices = [heads.route(scoring.engine, i, algorithm, weight).selected_model for i in range(len(heads))]
+    choices = route_models(scoring.engine, scoring.heads(scores), algorithm, weight)
     return {"budget": budget, "algorithm": algorithm, "cost_weight": weight, "curve": curve,
             "routed": summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)}
 
@@ -407,8 +407,7 @@ def cross_fitted_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], al
     queries are routed at the cost weight that `choose_cost_weight` picks on the other folds' routes.
     Choosing the weight on the pooled routes and scoring it there is optimistic by the selection alone."""
     fold = np.array([cv_fold(int(q), folds) for q in scoring.val.question_ids])
-    heads = scoring.heads(scores)
-    choices: list[str] = [""] * len(heads)
+    routed_models = np.empty(len(scoring.val), dtype=object)
     weights = []
     for f in range(folds):
         others = np.flatnonzero(fold != f)
@@ -417,8 +416,10 @@ def cross_fitted_cost_weight(scoring: Scoring, scores: dict[str, np.ndarray], al
         weight, _ = _refined_cost_weight(part, part_scores, algorithm,
                                          part.curve(part_scores, algorithm, FINE_COST_WEIGHTS), budget)
         weights.append(weight)
-        for i in np.flatnonzero(fold == f):
-            choices[i] = heads.route(scoring.engine, int(i), algorithm, weight).selected_model
+        held = np.flatnonzero(fold == f)
+        held_heads = _rows_of(scoring, held).heads({a: s[held] for a, s in scores.items()})
+        routed_models[held] = route_models(scoring.engine, held_heads, algorithm, weight)
+    choices = routed_models.tolist()
     routed = summarize(choices, scoring.val.model_names, scoring.val.performance, scoring.cost)
     best = scoring.val.model_names[_best_single(scoring.val.performance, scoring.cost)[0]]
     intervals = ratio_intervals(scoring.val.performance, scoring.cost, choices, scoring.val.model_names, best,
