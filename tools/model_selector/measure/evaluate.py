@@ -86,11 +86,14 @@ def cost_curve(engine: DecisionEngine, heads: HeadOutputs, model_names: list[str
                cost: np.ndarray, algorithm: str | None = None, weights: list[float] = FINE_COST_WEIGHTS
                ) -> list[dict]:
     """Quality and cost over a sweep of the cost weight (applied to every decision)."""
-    column = {m: j for j, m in enumerate(model_names)}
+    # Engine columns to `model_names` columns; a column outside the catalog is never selected.
+    to_data_column = np.array([model_names.index(m) if m in model_names else -1 for m in engine.model_names])
     rows = np.arange(len(heads))
     curve = []
-    for weight, models in zip(weights, heads.selected_models(engine, algorithm, weights)):
-        chosen = np.array([column[m] for m in models])
+    selected = engine.selected_columns(heads.domain_probs, heads.scores, algorithm, weights,
+                                       heads.expected_output_tokens)
+    for weight, columns in zip(weights, selected):
+        chosen = to_data_column[columns]
         curve.append({"cost_weight": weight, "quality": round(float(performance[rows, chosen].mean()), 4),
                       "cost_per_1k": round(float(cost[rows, chosen].mean()), 4)})
     return curve
